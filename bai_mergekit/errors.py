@@ -1,0 +1,10 @@
+"""The one exception type of the merge: a one-line message, shown by click as `Error: ...`."""
+
+import click
+
+
+class BaiMergeError(click.ClickException, ValueError):
+    """Bad BAI merge input; raised before or during a merge, never leaves complete output."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))

@@ -1,0 +1,80 @@
+"""The `bai` merge method on mergekit's merge-method API (thin adapter over formula.py)."""
+
+from __future__ import annotations
+
+import torch
+from mergekit.merge_methods import (
+    BasePolicy,
+    InputContract,
+    OptionalTensorPolicy,
+    PerNonBase,
+    TensorGroup,
+    merge_method,
+)
+
+from bai_mergekit.errors import BaiMergeError
+from bai_mergekit.formula import bai_merge
+
+NAME = "bai"
+PAPER_URL = "https://arxiv.org/abs/2509.00309"
+
+
+def _check_finite(group: TensorGroup, merged: torch.Tensor) -> None:
+    """Name the tensor and the model(s) holding NaN/Inf when the merged tensor is not finite."""
+    if bool(torch.isfinite(merged).all()):
+        return
+    bad = [
+        f"{entry.id} ({int((~torch.isfinite(entry.tensor)).sum())} values)"
+        for entry in group.entries
+        if not bool(torch.isfinite(entry.tensor).all())
+    ]
+    where = ", ".join(bad) if bad else "the weighted sum overflowed"
+    raise BaiMergeError(f"NaN/Inf in input tensor {group.metadata.name!r}: {where}")
+
+
+@merge_method(
+    name=NAME,
+    pretty_name="Balanced Actor Initialization (BAI)",
+    reference_url=PAPER_URL,
+    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
+    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
+)
+def bai_merge_method(
+    group: TensorGroup,
+    weight: PerNonBase[float] = 1.0,
+    base_weight: float = 0.5,
+    normalize: bool = True,
+    config_source: str | None = None,
+) -> torch.Tensor:
+    """alpha * base + (1 - alpha) * normalized weighted mean of the other models, in fp32.
+
+    `config_source` is read by the plugin when it writes config.json; the kernel ignores it.
+    """
+    del config_source
+    base = group.base
+    others = group.non_base
+    try:
+        merged = bai_merge(
+            base.tensor,
+            [entry.tensor for entry in others],
+            weight.values_for(others),
+            base_weight,
+            normalize,
+        )
+    except BaiMergeError as error:
+        raise BaiMergeError(f"{error.message} (tensor {group.metadata.name!r})") from None
+    _check_finite(group, merged)
+    # mergekit casts to `out_dtype` after this; returning the input dtype (as `linear` does)
+    # keeps `dtype: bfloat16` recipes bf16 on disk. Either way fp32 is rounded exactly once.
+    return merged.to(base.tensor.dtype)
+
+
+def ensure_registered() -> None:
+    """Add `bai` to mergekit's registry once (also run when this module is first imported)."""
+    from mergekit.merge_methods import registry
+
+    if NAME not in {m.spec.name for m in registry.registered_methods()}:
+        registry.register(bai_merge_method)
+
+
+ensure_registered()

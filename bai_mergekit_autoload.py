@@ -1,0 +1,56 @@
+"""Import hook (loaded from bai_mergekit.pth): adds `bai` to mergekit when mergekit loads.
+
+Costs one dict lookup per import in processes that never import mergekit; the plugin
+itself is imported only right after the mergekit module it extends has executed.
+"""
+
+import importlib
+import importlib.abc
+import logging
+import sys
+
+_HOOKS = {
+    "mergekit.merge_methods.registry": ("bai_mergekit.plugin", "register", False),
+    "mergekit.merge": ("bai_mergekit.plugin", "patch_merge_module", True),
+}
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner, fullname):
+        self._inner, self._fullname = inner, fullname
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        self._inner.exec_module(module)
+        plugin, func, takes_module = _HOOKS[self._fullname]
+        try:
+            hook = getattr(importlib.import_module(plugin), func)
+            hook(module) if takes_module else hook()
+        except Exception:  # never break mergekit's own import
+            logging.getLogger("bai_mergekit").warning(
+                "could not add merge method 'bai' to mergekit", exc_info=True
+            )
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _HOOKS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, fullname)
+                return spec
+        return None
+
+
+if not any(isinstance(f, _Finder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _Finder())

@@ -1,0 +1,233 @@
+"""`bai-probe`: sample candidate actors with rollout settings and compare their responses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bai_tools.generation import Generation, SamplingSettings, generate_vllm
+from bai_tools.probe_summary import summarize_samples
+from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+
+LOG = logging.getLogger(__name__)
+PROG = "bai-probe"
+Generator = Callable[..., Generation]
+
+
+def fail(message: str) -> SystemExit:
+    """A one-line error for the terminal, exit status 1."""
+    return SystemExit(f"{PROG}: error: {message}")
+
+
+def check_model_dir(path: Path) -> Path:
+    """A candidate must be a local model folder with a config.json."""
+    if not path.is_dir():
+        raise fail(f"model directory not found: {path}")
+    if not (path / "config.json").is_file():
+        raise fail(f"not a model directory (no config.json): {path}")
+    return path
+
+
+def candidate_names(paths: Sequence[Path]) -> list[str]:
+    """Folder names, or full paths where two candidates share a folder name."""
+    names = [p.name or str(p) for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
+
+
+def run_probe(
+    model_dirs: Sequence[Path],
+    prompts_path: Path,
+    settings: SamplingSettings,
+    *,
+    input_key: str = "prompt",
+    generate: Generator = generate_vllm,
+    generate_kwargs: dict[str, Any] | None = None,
+    bucket_width: int = 100,
+    num_buckets: int = 20,
+    include_samples: bool = True,
+) -> dict[str, Any]:
+    """Sample every candidate (one engine at a time) and summarize; returns the JSON report."""
+    dirs = [check_model_dir(Path(p)) for p in model_dirs]
+    try:
+        prompts = load_prompts(prompts_path, input_key=input_key)
+    except PromptFileError as exc:
+        raise fail(str(exc)) from None
+    conversations = [p.messages for p in prompts]
+    references = [p.reference for p in prompts]
+    candidates = []
+    names = candidate_names(dirs)
+    for name, model_dir in tqdm(list(zip(names, dirs, strict=True)), desc="candidates"):
+        generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
+        summary = summarize_samples(
+            generation.samples,
+            think_close_ids=generation.think_close_ids,
+            references=references,
+            bucket_width=bucket_width,
+            num_buckets=num_buckets,
+        )
+        per_sample = summary.pop("per_sample")
+        opened = generation.think_open_in_prompt
+        candidate = {
+            "name": name,
+            "model_dir": str(model_dir),
+            "engine": generation.engine,
+            "think_close_ids": list(generation.think_close_ids),
+            "think_open_in_prompt_ratio": sum(opened) / len(opened),
+            **summary,
+        }
+        if include_samples:
+            candidate["samples"] = [
+                {**row, "token_ids": list(s.token_ids), "text": s.text}
+                for row, s in zip(per_sample, generation.samples, strict=True)
+            ]
+        candidates.append(candidate)
+    return {
+        "tool": PROG,
+        "settings": {
+            "n": settings.n,
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed,
+            "bucket_width": bucket_width,
+            "num_buckets": num_buckets,
+        },
+        "prompts": {
+            "path": str(prompts_path),
+            "count": len(prompts),
+            "with_reference": sum(r is not None for r in references),
+        },
+        "candidates": candidates,
+    }
+
+
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    ("samples", "num_samples", "{:d}"),
+    ("len mean", "bai/response_length/mean", "{:.1f}"),
+    ("p10", "bai/response_length/p10", "{:.0f}"),
+    ("median", "bai/response_length/median", "{:.0f}"),
+    ("p90", "bai/response_length/p90", "{:.0f}"),
+    ("clip", "bai/response_length/clip_ratio", "{:.2f}"),
+    ("think closed", "bai/think/closed_ratio", "{:.2f}"),
+    ("think len", "bai/think/think_length_mean", "{:.1f}"),
+    ("answer len", "bai/think/answer_length_mean", "{:.1f}"),
+    ("reward", "bai/reward/mean", "{:.3f}"),
+    ("scored", "num_scored", "{:d}"),
+]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text comparison table, one row per candidate."""
+    header = ["candidate"] + [c[0] for c in TABLE_COLUMNS]
+    rows = [header]
+    for cand in report["candidates"]:
+        row = [cand["name"]]
+        for _, key, fmt in TABLE_COLUMNS:
+            value = cand.get(key, cand["metrics"].get(key))
+            row.append("-" if value is None else fmt.format(value))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                  enumerate(zip(row, widths, strict=True)))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _engine_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of bai-probe."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sample candidate actors (e.g. BAI merges) with rollout settings "
+        "(temperature 1, top_p 1, chat template) and compare response length, clip ratio, "
+        "think-block closure and math reward before spending a PPO run on them.",
+    )
+    p.add_argument("models", nargs="+", type=Path, metavar="MODEL_DIR")
+    p.add_argument("--prompts", type=Path, default=None,
+                   help="JSONL with 'prompt' (+ optional 'answer'/'label'); "
+                   "default: 16 math prompts shipped with bai")
+    p.add_argument("--input-key", default="prompt", help="prompt field name (default: prompt)")
+    p.add_argument("-n", "--n-samples", type=int, default=4, help="samples per prompt (4)")
+    p.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto", help="vLLM dtype (auto: the model's)")
+    p.add_argument("--no-enforce-eager", dest="enforce_eager", action="store_false",
+                   help="let vLLM compile / capture graphs (slower start, faster decode)")
+    p.add_argument("--engine-arg", action="append", type=_engine_arg, default=[],
+                   metavar="KEY=VALUE", help="extra vllm.LLM argument (repeatable)")
+    p.add_argument("--bucket-width", type=int, default=100)
+    p.add_argument("--num-buckets", type=int, default=20)
+    p.add_argument("--json-out", type=Path, help="write the full report as JSON")
+    p.add_argument("--png-out", type=Path, help="write a comparison figure (PNG)")
+    p.add_argument("--no-samples", dest="include_samples", action="store_false",
+                   help="leave per-sample token ids and texts out of the JSON")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bai-probe`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
+        if value < 1:
+            raise fail(f"{name} must be >= 1")
+    for model in args.models:
+        check_model_dir(model)
+    settings = SamplingSettings(
+        n=args.n_samples,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    report = run_probe(
+        args.models,
+        args.prompts or default_prompts_path(),
+        settings,
+        input_key=args.input_key,
+        generate_kwargs={
+            "dtype": args.dtype,
+            "enforce_eager": args.enforce_eager,
+            "engine_args": dict(args.engine_arg),
+        },
+        bucket_width=args.bucket_width,
+        num_buckets=args.num_buckets,
+        include_samples=args.include_samples,
+    )
+    print(format_table(report))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    if args.png_out:
+        from bai_tools.plots import plot_probe
+
+        plot_probe(report, args.png_out)
+        print(f"wrote {args.png_out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

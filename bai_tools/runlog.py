@@ -1,0 +1,157 @@
+"""Read training curves from bai_metrics.jsonl or an OpenRLHF TensorBoard log directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METRICS_FILE = "bai_metrics.jsonl"
+TRAIN_PREFIX = "train/"
+
+# Canonical curve -> log keys in order of preference (bai hooks first, OpenRLHF's own next).
+# Keys are compared after removing OpenRLHF's TensorBoard prefix "train/".
+CURVES: dict[str, tuple[str, ...]] = {
+    "length_mean": ("bai/response_length/mean", "rollout/response_length_mean"),
+    "length_p10": ("bai/response_length/p10",),
+    "length_p90": ("bai/response_length/p90",),
+    "clip_ratio": ("bai/response_length/clip_ratio", "rollout/truncated_rate"),
+    "think_closed": ("bai/think/closed_ratio",),
+    "reward_mean": ("bai/reward/mean", "rollout/reward_mean"),
+}
+
+
+class RunLogError(ValueError):
+    """A run log that is missing or malformed; the message names the file (and line)."""
+
+
+@dataclass
+class RunLog:
+    """Scalar series of one training run: normalized key -> {step: value}."""
+
+    name: str
+    source: Path
+    kind: str
+    series: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[int]:
+        """Sorted union of the steps any series was logged at."""
+        return sorted({s for values in self.series.values() for s in values})
+
+    def curve_key(self, curve: str) -> str | None:
+        """The log key that feeds a canonical curve, or None when the run lacks it."""
+        return next((k for k in CURVES[curve] if self.series.get(k)), None)
+
+    def curve(self, curve: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of a canonical curve, sorted by step; empty when not logged."""
+        key = self.curve_key(curve)
+        if key is None:
+            return [], []
+        items = sorted(self.series[key].items())
+        return [s for s, _ in items], [v for _, v in items]
+
+
+def normalize_key(key: str) -> str:
+    """Drop OpenRLHF's TensorBoard prefix so JSONL and TensorBoard keys compare equal."""
+    return key[len(TRAIN_PREFIX):] if key.startswith(TRAIN_PREFIX) else key
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def read_jsonl(path: Path, name: str | None = None) -> RunLog:
+    """Parse bai_metrics.jsonl: one object per step with an integer `step`; last write wins."""
+    run = RunLog(name or _jsonl_name(path), path, "jsonl")
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise RunLogError(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RunLogError(f"{where}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise RunLogError(f"{where}: expected a JSON object")
+            step = record.get("step", record.get("global_step"))
+            if isinstance(step, float) and step.is_integer():
+                step = int(step)
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise RunLogError(f"{where}: missing or non-integer 'step'")
+            for key, raw in record.items():
+                value = _number(raw)
+                if value is not None and key not in ("step", "global_step"):
+                    run.series.setdefault(normalize_key(key), {})[step] = value
+    if not run.series:
+        raise RunLogError(f"{path}: no metrics logged (empty file?)")
+    return run
+
+
+def _jsonl_name(path: Path) -> str:
+    return path.parent.name if path.name == METRICS_FILE else path.stem
+
+
+def _event_dirs(root: Path) -> list[Path]:
+    return sorted({p.parent for p in root.rglob("events.out.tfevents.*") if p.is_file()})
+
+
+def read_tensorboard(log_dir: Path, name: str | None = None) -> RunLog:
+    """Read every scalar tag of one TensorBoard run directory (OpenRLHF: prefix `train/`)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    try:
+        acc.Reload()
+    except Exception as exc:  # noqa: BLE001 - tensorboard raises assorted errors on bad files
+        raise RunLogError(f"{log_dir}: unreadable TensorBoard events ({exc})") from None
+    run = RunLog(name or log_dir.name, log_dir, "tensorboard")
+    for tag in acc.Tags().get("scalars", []):
+        for event in acc.Scalars(tag):
+            value = _number(event.value)
+            if value is not None:
+                run.series.setdefault(normalize_key(tag), {})[int(event.step)] = value
+    if not run.series:
+        raise RunLogError(f"{log_dir}: no scalar metrics in the TensorBoard events")
+    return run
+
+
+def load_runs(spec: str) -> list[RunLog]:
+    """Load RUN: a JSONL file, a folder with bai_metrics.jsonl, or a TensorBoard log folder.
+
+    `LABEL=PATH` names the run. A TensorBoard folder holding several run sub-folders (as
+    OpenRLHF's `--logger.tensorboard_dir` does) yields one run per sub-folder.
+    """
+    label, path = None, Path(spec)
+    if not path.exists() and "=" in spec:
+        head, _, tail = spec.partition("=")
+        label, path = head or None, Path(tail)
+    if not path.exists():
+        raise RunLogError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name.startswith("events.out.tfevents."):
+            return [read_tensorboard(path.parent, label)]
+        return [read_jsonl(path, label)]
+    if (path / METRICS_FILE).is_file():
+        return [read_jsonl(path / METRICS_FILE, label or path.name)]
+    dirs = _event_dirs(path)
+    if not dirs:
+        raise RunLogError(
+            f"{path}: neither {METRICS_FILE} nor TensorBoard event files found"
+        )
+    if len(dirs) == 1:
+        return [read_tensorboard(dirs[0], label or path.name)]
+    runs = []
+    for d in dirs:
+        rel = d.relative_to(path).as_posix()
+        runs.append(read_tensorboard(d, f"{label or path.name}/{rel}"))
+    return runs

@@ -1,0 +1,1 @@
+"""TEST-ONLY flash_attn.utils package stand-in."""

@@ -1,0 +1,91 @@
+"""Fixtures for the merge tests: tiny offline model families and a mergekit-yaml runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from bai_mergekit.toy_models import TinySpec, write_tiny_family
+
+BIN = Path(sys.executable).parent
+SPEC = TinySpec(num_hidden_layers=3)
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory) -> dict[str, Path]:
+    """fp32 base / instruct / reasoning with 3 layers (the reasoning one has a 4x context)."""
+    return write_tiny_family(tmp_path_factory.mktemp("fam32"), spec=SPEC, seed=1)
+
+
+@pytest.fixture(scope="session")
+def family_bf16(tmp_path_factory) -> dict[str, Path]:
+    return write_tiny_family(
+        tmp_path_factory.mktemp("fam16"), spec=SPEC, seed=2, dtype=torch.bfloat16
+    )
+
+
+def bai_config(fam: dict[str, Path], **overrides) -> dict:
+    """The paper's two-SFT bai recipe over a tiny family, as a YAML-ready dict."""
+    cfg = {
+        "merge_method": "bai",
+        "base_model": str(fam["base"]),
+        "models": [
+            {"model": str(fam["instruct"]), "parameters": {"weight": 0.5}},
+            {"model": str(fam["reasoning"]), "parameters": {"weight": 0.5}},
+        ],
+        "parameters": {"base_weight": 0.5},
+        "dtype": "float32",
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str], cwd: Path | None = None) -> Run:
+    """Run a console script of this venv in a fresh process, as a user would."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def mergekit_yaml(cfg: dict | str, out: Path, *extra: str) -> Run:
+    """`mergekit-yaml CONFIG OUT` with the config written next to the output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg, sort_keys=False))
+    return run_cli(["mergekit-yaml", str(path), str(out), "--quiet", *extra])
+
+
+def load_model(path: Path) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Names of hidden partial directories a failed merge might have left behind."""
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name]
+
+
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)

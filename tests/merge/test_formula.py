@@ -24,7 +24,8 @@ def test_matches_two_stage_reference_in_fp32(alpha, weights):
     models = [torch.randn(64, 32, generator=gen) for _ in weights]
     out = bai_merge(base, models, weights, alpha)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), reference(base, models, weights, alpha), atol=1e-6, rtol=0)
+    want = reference(base, models, weights, alpha)
+    torch.testing.assert_close(out.double(), want, atol=1e-6, rtol=0)
 
 
 def test_fp64_inputs_compute_in_fp64():
@@ -40,7 +41,8 @@ def test_bf16_inputs_are_not_rounded_before_the_end():
     base, a, b = (torch.randn(256, 64, generator=gen).bfloat16() for _ in range(3))
     out = bai_merge(base, [a, b], [0.5, 0.5], 0.5)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), reference(base, [a, b], [0.5, 0.5], 0.5), atol=1e-6, rtol=0)
+    want = reference(base, [a, b], [0.5, 0.5], 0.5)
+    torch.testing.assert_close(out.double(), want, atol=1e-6, rtol=0)
 
 
 def test_unnormalized_weights_are_used_as_given():

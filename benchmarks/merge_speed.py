@@ -1,0 +1,206 @@
+"""Merge speed: `bai` vs mergekit two-stage, folded linear, the I/O floor, and a K-sweep.
+
+    python benchmarks/merge_speed.py [--hidden 2048 --layers 16 --repeat 1]
+
+Builds three random bf16 Qwen2 models (>= 1B parameters each) once under bench-out/, then
+runs every contender as a fresh process, side by side in one run, on a warm page cache,
+and prints a markdown table with wall time, peak RSS and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+BIN = Path(sys.executable).parent
+ROLES = ("base", "instruct", "reasoning")
+
+
+def build_models(root: Path, hidden: int, layers: int, vocab: int) -> dict[str, Path]:
+    """Random bf16 Qwen2 checkpoints sharing one config and a small tokenizer."""
+    from transformers import AutoTokenizer, Qwen2Config
+
+    from bai_mergekit.toy_models import write_tokenizer
+
+    paths = {r: root / r for r in ROLES}
+    if all((p / "model.safetensors").exists() for p in paths.values()):
+        return paths
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(root / "_tok"))
+    cfg = Qwen2Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 4,
+        num_hidden_layers=layers, num_attention_heads=hidden // 128,
+        num_key_value_heads=max(1, hidden // 512), tie_word_embeddings=False,
+        torch_dtype="bfloat16", architectures=["Qwen2ForCausalLM"],
+    )
+    kv = cfg.num_key_value_heads * 128
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
+              "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.q_proj.bias": (hidden,),
+            p + "self_attn.k_proj.weight": (kv, hidden), p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "mlp.gate_proj.weight": (hidden * 4, hidden),
+            p + "mlp.up_proj.weight": (hidden * 4, hidden),
+            p + "mlp.down_proj.weight": (hidden, hidden * 4),
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
+        })
+    gen = torch.Generator().manual_seed(0)
+    for role, path in paths.items():
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            name: (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+            for name, shape in tqdm(shapes.items(), desc=f"random {role}", leave=False)
+        }
+        save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+        del tensors
+        cfg.save_pretrained(path)
+        tok.save_pretrained(path)
+    return paths
+
+
+def params(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(path / "model.safetensors", "pt") as f:
+        return sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one command, via GNU time."""
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    rss_kb = int(proc.stderr.strip().splitlines()[-1])
+    return wall, rss_kb / 1024**2
+
+
+def write_yaml(path: Path, docs: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+def bai_doc(m: dict[str, Path], alpha: float) -> dict:
+    return {"merge_method": "bai", "base_model": str(m["base"]),
+            "models": [{"model": str(m["instruct"]), "parameters": {"weight": 0.5}},
+                       {"model": str(m["reasoning"]), "parameters": {"weight": 0.5}}],
+            "parameters": {"base_weight": alpha}, "dtype": "bfloat16"}
+
+
+def io_floor_cmd(m: dict[str, Path], out: Path) -> list[str]:
+    code = (
+        "import sys,shutil\n"
+        "ins, out = sys.argv[1:4], sys.argv[4]\n"
+        "for p in ins[1:]:\n"
+        "    with open(p,'rb') as f:\n"
+        "        while f.read(1<<24): pass\n"
+        "shutil.copyfile(ins[0], out)\n"
+    )
+    return [sys.executable, "-c", code, *(str(m[r] / "model.safetensors") for r in ROLES), str(out)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("bench-out"))
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    root = args.root
+    models = build_models(root / "models", args.hidden, args.layers, args.vocab)
+    n_params = params(models["base"])
+    work = root / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for r in ROLES:  # warm the page cache so every contender starts equal
+        (models[r] / "model.safetensors").read_bytes()
+    yaml_bai = write_yaml(work / "bai.yaml", [bai_doc(models, 0.5)])
+    yaml_multi = write_yaml(work / "multi.yaml", [
+        {"name": "sft", "merge_method": "linear", "dtype": "bfloat16",
+         "models": [{"model": str(models["instruct"]), "parameters": {"weight": 0.5}},
+                    {"model": str(models["reasoning"]), "parameters": {"weight": 0.5}}]},
+        {"merge_method": "linear", "dtype": "bfloat16",
+         "models": [{"model": str(models["base"]), "parameters": {"weight": 0.5}},
+                    {"model": "sft", "parameters": {"weight": 0.5}}]},
+    ])
+    yaml_linear = write_yaml(work / "linear.yaml", [
+        {"merge_method": "linear", "dtype": "bfloat16",
+         "models": [{"model": str(models["base"]), "parameters": {"weight": 0.5}},
+                    {"model": str(models["instruct"]), "parameters": {"weight": 0.25}},
+                    {"model": str(models["reasoning"]), "parameters": {"weight": 0.25}}]}])
+    alphas = [0.2, 0.4, 0.6, 0.8]
+    separate = [write_yaml(work / f"bai{a}.yaml", [bai_doc(models, a)]) for a in alphas]
+    myk = str(BIN / "mergekit-yaml")
+    contenders = {
+        "bai (mergekit-yaml)": [[myk, str(yaml_bai), str(work / "o"), "--quiet"]],
+        "two-stage (mergekit-multi)": [[str(BIN / "mergekit-multi"), str(yaml_multi), "-I",
+                                        str(work / "inter"), "--out-path", str(work / "o"),
+                                        "--quiet", "--no-lazy"]],
+        "folded linear (mergekit-yaml)": [[myk, str(yaml_linear), str(work / "o"), "--quiet"]],
+        "I/O floor (read 3 + write 1)": [io_floor_cmd(models, work / "floor.safetensors")],
+        "bai-sweep K=4": [[str(BIN / "bai-sweep"), str(yaml_bai), str(work / "sweep"),
+                           "--base-weight", ",".join(map(str, alphas)), "--quiet"]],
+        "4 separate bai merges": [[myk, str(y), str(work / f"sep{i}"), "--quiet"]
+                                  for i, y in enumerate(separate)],
+    }
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
+    for rep in range(args.repeat):
+        for name, cmds in contenders.items():
+            wall, rss = 0.0, 0.0
+            for cmd in cmds:
+                w, r = timed(cmd)
+                wall, rss = wall + w, max(rss, r)
+            results[name].append((wall, rss))
+            print(f"[rep {rep}] {name}: {wall:.1f}s, {rss:.2f} GiB", file=sys.stderr)
+            for leftover in ("o", "inter", "sweep", "floor.safetensors",
+                             *(f"sep{i}" for i in range(4))):
+                p = work / leftover
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    best = {k: min(v) for k, v in results.items()}
+    bai = best["bai (mergekit-yaml)"][0]
+    print(f"\nModels: 3 x {n_params / 1e9:.2f}B parameters, bf16 "
+          f"({(models['base'] / 'model.safetensors').stat().st_size / 1e9:.2f} GB each); "
+          f"best of {args.repeat}; warm page cache\n")
+    print("| contender | wall (s) | peak RSS (GiB) | wall / bai |")
+    print("|---|---:|---:|---:|")
+    for name, (wall, rss) in best.items():
+        print(f"| {name} | {wall:.1f} | {rss:.2f} | {wall / bai:.2f} |")
+    two, lin, floor = (best[k][0] for k in ("two-stage (mergekit-multi)",
+                                             "folded linear (mergekit-yaml)",
+                                             "I/O floor (read 3 + write 1)"))
+    sweep, sep = best["bai-sweep K=4"][0], best["4 separate bai merges"][0]
+    summary = {
+        "two_stage_over_bai": two / bai, "bai_over_folded_linear": bai / lin,
+        "bai_over_io_floor": bai / floor, "sweep4_over_one_bai": sweep / bai,
+        "four_separate_over_sweep4": sep / sweep,
+    }
+    print("\nRatios (targets: two-stage/bai >= 1.5, bai/linear <= 1.05, bai/floor <= 1.3, "
+          "sweep4/bai < 2):")
+    print(json.dumps({k: round(v, 3) for k, v in summary.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

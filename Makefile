@@ -30,6 +30,11 @@ test: setup lint
 
 demo: setup
 	$(VENV)/bin/bai-demo
+	@echo "[demo] bai-probe: sampling the merged actor and its inputs with vLLM (CPU)"
+	$(VENV)/bin/bai-probe demo-out/base demo-out/instruct demo-out/reasoning demo-out/bai-actor \
+		-n 2 --max-tokens 96 --dtype float32 \
+		--json-out demo-out/probe.json --png-out demo-out/probe.png
+	@echo "[demo] probe plot: demo-out/probe.png  (JSON: demo-out/probe.json)"
 
 bench: bench-merge bench-metrics
 

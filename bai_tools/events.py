@@ -7,9 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
-
 from bai_tools.runlog import RunLog
+from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
 
 # report section -> (detector class, curve it watches, CLI flag prefix)
 DETECTORS: dict[str, tuple[type, str, str]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bai_tools.generation import Generation, SamplingSettings, generate_vllm
+from bai_tools.generation import Generation, GenerationError, SamplingSettings, generate_vllm
 from bai_tools.probe_summary import summarize_samples
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
 
@@ -64,11 +65,15 @@ def run_probe(
     candidates = []
     names = candidate_names(dirs)
     for name, model_dir in tqdm(list(zip(names, dirs, strict=True)), desc="candidates"):
-        generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
+        try:
+            generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
+        except GenerationError as exc:
+            raise fail(str(exc)) from None
         summary = summarize_samples(
             generation.samples,
             think_close_ids=generation.think_close_ids,
             references=references,
+            think_open_in_prompt=generation.think_open_in_prompt,
             bucket_width=bucket_width,
             num_buckets=num_buckets,
         )
@@ -190,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-probe`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
     for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
         if value < 1:
             raise fail(f"{name} must be >= 1")
@@ -216,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_buckets=args.num_buckets,
         include_samples=args.include_samples,
     )
-    print(format_table(report))
+    print(format_table(report), flush=True)
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -13,7 +14,9 @@ from openrlhf_patches.metrics import (
     think_end_positions,
 )
 
+LOG = logging.getLogger(__name__)
 Scorer = Callable[[str, str], float]
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class SampleLike(Protocol):
@@ -43,27 +46,49 @@ def _default_scorer() -> Scorer:
     return score_answer
 
 
+def probe_reward(text: str, reference: str, think_open: bool, scorer: Scorer) -> float:
+    """Math reward as openrlhf_patches.math_reward.reward_func gives it in training.
+
+    Only the answer (text after the last `</think>`) is scored; a think block left open
+    (opened by the generation prompt or the response, never closed) earns 0.
+    """
+    if THINK_CLOSE in text:
+        return float(scorer(text.rsplit(THINK_CLOSE, 1)[1], reference))
+    if think_open or THINK_OPEN in text:
+        return 0.0
+    return float(scorer(text, reference))
+
+
 def summarize_samples(
     samples: Sequence[SampleLike],
     *,
     think_close_ids: Sequence[int],
     references: Sequence[str | None],
+    think_open_in_prompt: Sequence[bool] | None = None,
     scorer: Scorer | None = None,
     bucket_width: int = 100,
     num_buckets: int = 20,
 ) -> dict[str, Any]:
     """Length, clip, think and (where a reference exists) reward metrics of one candidate.
 
-    `references[i]` is the reference answer of prompt i (None: not scored). Returns
+    `references[i]` is the reference answer of prompt i (None: not scored) and
+    `think_open_in_prompt[i]` whether its generation prompt opened `<think>`. Returns
     `{"num_samples", "num_prompts", "num_scored", "metrics": {bai/... keys}, "per_sample"}`;
-    reward keys are computed over the scored samples only.
+    reward keys are computed over the scored samples only; think keys need `</think>` to be
+    a single token.
     """
     if not samples:
         raise ValueError("no samples to summarize")
     ids, mask = pad_batch([s.token_ids for s in samples])
     lengths = mask.sum(dim=1)
     truncated = torch.tensor([s.finish_reason == "length" for s in samples], dtype=torch.bool)
-    think_end = think_end_positions(ids, mask, think_close_ids)
+    # think_end_positions matches any of the given ids, so it is only meaningful when
+    # `</think>` is one token (R1-style vocabularies); otherwise the think keys are left out.
+    single = len(think_close_ids) == 1
+    if not single:
+        LOG.warning("`</think>` is not a single token (%s): think metrics skipped",
+                    list(think_close_ids))
+    think_end = think_end_positions(ids, mask, think_close_ids) if single else None
     metrics = compute_response_metrics(
         lengths,
         truncated=truncated,
@@ -72,14 +97,14 @@ def summarize_samples(
         num_buckets=num_buckets,
     )
     rewards: list[float | None] = []
-    score = None
+    if scorer is None and any(r is not None for r in references):
+        scorer = _default_scorer()
     for s in samples:
         reference = references[s.prompt_index]
-        if reference is None:
-            rewards.append(None)
-            continue
-        score = score or scorer or _default_scorer()
-        rewards.append(float(score(s.text, reference)))
+        opened = bool(think_open_in_prompt and think_open_in_prompt[s.prompt_index])
+        rewards.append(
+            None if reference is None else probe_reward(s.text, reference, opened, scorer)
+        )
     scored = [i for i, r in enumerate(rewards) if r is not None]
     if scored:
         rows = torch.tensor(scored, dtype=torch.long)
@@ -99,7 +124,7 @@ def summarize_samples(
             "prompt_index": s.prompt_index,
             "length": int(lengths[i]),
             "finish_reason": s.finish_reason,
-            "think_end": int(think_end[i]),
+            "think_end": None if think_end is None else int(think_end[i]),
             "reward": rewards[i],
         }
         for i, s in enumerate(samples)

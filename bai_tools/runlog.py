@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LOG = logging.getLogger(__name__)
 METRICS_FILE = "bai_metrics.jsonl"
 TRAIN_PREFIX = "train/"
 
@@ -80,6 +82,10 @@ def read_jsonl(path: Path, name: str | None = None) -> RunLog:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
+                if not line.endswith("\n") and run.series:
+                    # the last row of a run killed mid-write: keep what was logged before it
+                    LOG.warning("%s: skipping a partial last line", where)
+                    continue
                 raise RunLogError(f"{where}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise RunLogError(f"{where}: expected a JSON object")
@@ -107,7 +113,12 @@ def _event_dirs(root: Path) -> list[Path]:
 
 def read_tensorboard(log_dir: Path, name: str | None = None) -> RunLog:
     """Read every scalar tag of one TensorBoard run directory (OpenRLHF: prefix `train/`)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise RunLogError(
+            f"{log_dir}: reading TensorBoard logs needs the `tensorboard` package"
+        ) from None
 
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     try:

@@ -1,0 +1,141 @@
+"""Matplotlib (Agg) figures: candidate comparison for bai-probe, training curves for bai-report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bai_tools.runlog import RunLog  # noqa: E402
+
+LOG = logging.getLogger(__name__)
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    LOG.info("wrote %s", out)
+    return out
+
+
+def plot_probe(report: Mapping[str, Any], out: Path) -> Path:
+    """Bars per candidate: length (p10-p90), clip / think closure, think vs answer, reward."""
+    cands = report["candidates"]
+    names = [c["name"] for c in cands]
+    x = list(range(len(cands)))
+
+    def metric(key: str) -> list[float]:
+        return [float(c["metrics"].get(key, float("nan"))) for c in cands]
+
+    fig, axes = plt.subplots(1, 4, figsize=(4.2 * 4, 4.2))
+    mean, p10, p90 = (metric(f"bai/response_length/{k}") for k in ("mean", "p10", "p90"))
+    err = [[max(m - lo, 0) for m, lo in zip(mean, p10, strict=True)],
+           [max(hi - m, 0) for m, hi in zip(mean, p90, strict=True)]]
+    axes[0].bar(x, mean, yerr=err, capsize=4, color="tab:blue")
+    axes[0].axhline(report["settings"]["max_tokens"], ls="--", c="grey", lw=1, label="max_tokens")
+    axes[0].set_title("response length (mean, p10-p90)")
+    axes[0].set_ylabel("tokens")
+    axes[0].legend(loc="lower right", fontsize=8)
+
+    width = 0.38
+    axes[1].bar([i - width / 2 for i in x], metric("bai/response_length/clip_ratio"), width,
+                label="clip ratio", color="tab:red")
+    axes[1].bar([i + width / 2 for i in x], metric("bai/think/closed_ratio"), width,
+                label="</think> closed", color="tab:green")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("clip ratio / think closure")
+    axes[1].legend(fontsize=8)
+
+    think, answer = metric("bai/think/think_length_mean"), metric("bai/think/answer_length_mean")
+    axes[2].bar(x, think, label="think", color="tab:purple")
+    axes[2].bar(x, answer, bottom=think, label="answer", color="tab:orange")
+    axes[2].set_title("think vs answer length (mean)")
+    if all(t != t for t in think):
+        axes[2].text(0.5, 0.5, "no single-token </think>", transform=axes[2].transAxes,
+                     ha="center", color="grey")
+    axes[2].legend(fontsize=8)
+
+    reward = metric("bai/reward/mean")
+    axes[3].bar(x, [0.0 if r != r else r for r in reward], color="tab:cyan")
+    for i, (r, c) in enumerate(zip(reward, cands, strict=True)):
+        axes[3].text(i, 0 if r != r else r, "n/a" if r != r else f"{r:.2f}\n(n={c['num_scored']})",
+                     ha="center", va="bottom", fontsize=8)
+    finite = [r for r in reward if r == r]
+    axes[3].set_ylim(min([0.0, *finite]), max([1.05, *(1.1 * r for r in finite)]))
+    axes[3].set_title("math reward (mean)")
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=20, ha="right")
+    s = report["settings"]
+    fig.suptitle(
+        f"bai-probe: {report['prompts']['count']} prompts x n={s['n']}, "
+        f"temperature {s['temperature']}, top_p {s['top_p']}, max_tokens {s['max_tokens']}",
+        y=1.03,
+    )
+    return _save(fig, out)
+
+
+PANELS: list[tuple[str, str, str]] = [
+    ("length_mean", "response length (tokens)", "length_collapse"),
+    ("clip_ratio", "clip ratio", ""),
+    ("think_closed", "</think> closed ratio", ""),
+    ("reward_mean", "reward (mean)", "reward_hockey_stick"),
+]
+MARKS: dict[str, list[tuple[str, str, str]]] = {
+    "length_collapse": [("onset_step", "v", "collapse onset"), ("min_step", "x", "minimum"),
+                        ("recovered_step", "^", "recovered")],
+    "reward_hockey_stick": [("onset_step", "v", "dip onset"), ("min_step", "x", "minimum"),
+                            ("recovery_step", "^", "recovered")],
+}
+
+
+def _value_at(steps: Sequence[int], values: Sequence[float], step: int) -> float:
+    return values[min(range(len(steps)), key=lambda i: abs(steps[i] - step))]
+
+
+def plot_report(
+    runs: Sequence[RunLog], events: Sequence[Mapping[str, Any]], out: Path
+) -> Path:
+    """Training curves of several runs overlaid, with detected onset/minimum/recovery marked."""
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(10, 2.6 * len(PANELS)), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (curve, title, section) in zip(axes, PANELS, strict=True):
+        drawn = False
+        for index, (run, ev) in enumerate(zip(runs, events, strict=True)):
+            color = colors[index % len(colors)]
+            steps, values = run.curve(curve)
+            if not steps:
+                continue
+            drawn = True
+            ax.plot(steps, values, color=color, lw=1.5, label=run.name)
+            if curve == "length_mean":
+                lo_s, lo = run.curve("length_p10")
+                hi_s, hi = run.curve("length_p90")
+                if lo_s and lo_s == hi_s:
+                    ax.fill_between(lo_s, lo, hi, color=color, alpha=0.15, lw=0)
+            if not section or not ev[section].get("detected"):
+                continue
+            for key, marker, label in MARKS[section]:
+                step = ev[section].get(key)
+                if step is None:
+                    continue
+                ax.axvline(step, color=color, ls=":", lw=1)
+                ax.plot([step], [_value_at(steps, values, step)], marker=marker, color=color,
+                        ms=9, ls="none", label=f"{run.name}: {label} @ {step}")
+        ax.set_ylabel(title, fontsize=9)
+        if drawn:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="grey")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("training step")
+    fig.suptitle("bai-report: " + ", ".join(r.name for r in runs))
+    return _save(fig, out)

@@ -1,0 +1,229 @@
+"""bai-report: events from JSONL and real OpenRLHF TensorBoard logs, --json contract, PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import tools_curves as curves
+import torch
+
+from bai_tools import report
+from bai_tools.runlog import load_runs
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_openrlhf_tensorboard(tb_dir: Path, run_name: str, lengths, rewards) -> Path:
+    """Log through OpenRLHF's own TensorboardLogger the stats its trainer computes."""
+    from openrlhf.trainer.ppo_trainer import BasePPOTrainer
+    from openrlhf.utils.logging_utils import TensorboardLogger
+
+    args = SimpleNamespace(
+        logger=SimpleNamespace(
+            tensorboard_dir=str(tb_dir), wandb=SimpleNamespace(run_name=run_name)
+        )
+    )
+    logger = TensorboardLogger(args)
+    for step, length, reward in zip(curves.STEPS, lengths, rewards, strict=True):
+        exp = SimpleNamespace(
+            info={"reward": torch.full((8,), reward)},
+            response_length=torch.full((8,), length),
+            truncated=torch.tensor([length > 2000] * 8),
+        )
+        stats = BasePPOTrainer._compute_rollout_stats(None, [exp])
+        logger.log_train(step, {**stats, "generated_samples": ("sample text", 0.5)})
+    logger.close()
+    return tb_dir / run_name
+
+
+def run_json(capsys, *argv: str) -> dict:
+    capsys.readouterr()  # drop whatever imports printed before
+    assert report.main(["--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture()
+def logs(tmp_path):
+    """Three runs as bai_metrics.jsonl: collapse (recovers), reward dip, healthy."""
+    return {
+        "collapse": curves.write_jsonl(
+            tmp_path / "collapse" / "bai_metrics.jsonl",
+            curves.bai_rows(curves.collapse_lengths(), curves.healthy_rewards()),
+        ),
+        "dip": curves.write_jsonl(
+            tmp_path / "dip" / "bai_metrics.jsonl",
+            curves.bai_rows(curves.healthy_lengths(), curves.dip_rewards()),
+        ),
+        "healthy": curves.write_jsonl(
+            tmp_path / "healthy.jsonl",
+            curves.bai_rows(curves.healthy_lengths(), curves.healthy_rewards()),
+        ),
+    }
+
+
+def test_events_on_synthetic_jsonl(logs, capsys):
+    out = run_json(capsys, str(logs["collapse"].parent), str(logs["dip"]), str(logs["healthy"]))
+    by_name = {r["name"]: r for r in out["runs"]}
+    assert list(by_name) == ["collapse", "dip", "healthy"]
+
+    lc = by_name["collapse"]["length_collapse"]
+    assert lc["detected"] and 6 <= lc["onset_step"] <= 8
+    assert lc["min_ratio"] == pytest.approx(0.3, abs=0.02)
+    assert 8 <= lc["min_step"] < 24
+    assert 24 <= lc["recovered_step"] <= 27
+    assert lc["source_key"] == "bai/response_length/mean"
+    assert not by_name["collapse"]["reward_hockey_stick"]["detected"]
+
+    hs = by_name["dip"]["reward_hockey_stick"]
+    assert hs["detected"] and 6 <= hs["onset_step"] <= 8
+    assert 8 <= hs["min_step"] < 22
+    assert hs["depth"] == pytest.approx(0.3, abs=0.02)
+    assert 22 <= hs["recovery_step"] <= 24
+    assert hs["steps_to_recover"] == hs["recovery_step"] - hs["onset_step"]
+    assert not by_name["dip"]["length_collapse"]["detected"]
+
+    healthy = by_name["healthy"]
+    assert not healthy["length_collapse"]["detected"]
+    assert not healthy["reward_hockey_stick"]["detected"]
+    assert healthy["length_collapse"]["min_ratio"] > 0.9
+    assert healthy["steps"] == len(curves.STEPS)
+
+
+def test_collapse_without_recovery_and_text_output(tmp_path, capsys):
+    path = curves.write_jsonl(
+        tmp_path / "run.jsonl",
+        curves.bai_rows(curves.collapse_lengths(recover_at=None), curves.healthy_rewards()),
+    )
+    assert report.main([str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "Sequence Length Collapse [bai/response_length/mean]: DETECTED at step" in text
+    assert "not recovered" in text
+    assert "Reward Hockey Stick [bai/reward/mean]: not detected" in text
+    lc = run_json(capsys, str(path))["runs"][0]["length_collapse"]
+    assert lc["detected"] and lc["recovered_step"] is None
+
+
+def test_json_contract_exact_types(logs, capsys):
+    out = run_json(capsys, str(logs["collapse"]), str(logs["healthy"]))
+    assert isinstance(out["runs"], list) and len(out["runs"]) == 2
+    contract = {
+        "length_collapse": {"detected": bool, "onset_step": (int, type(None)),
+                            "min_ratio": float, "min_step": (int, type(None)),
+                            "recovered_step": (int, type(None))},
+        "reward_hockey_stick": {"detected": bool, "onset_step": (int, type(None)),
+                                "min_step": (int, type(None)), "depth": float,
+                                "recovery_step": (int, type(None))},
+    }
+    for run in out["runs"]:
+        assert isinstance(run["name"], str)
+        assert isinstance(run["steps"], int) and not isinstance(run["steps"], bool)
+        for section, fields in contract.items():
+            for key, kind in fields.items():
+                value = run[section][key]
+                assert isinstance(value, kind), (section, key, value)
+                if kind is not bool:
+                    assert not isinstance(value, bool), (section, key)
+    healthy = out["runs"][1]
+    assert healthy["length_collapse"]["onset_step"] is None
+    assert healthy["reward_hockey_stick"]["depth"] == 0.0
+
+
+def test_tensorboard_from_openrlhf_logger_matches_jsonl(tmp_path, capsys):
+    lengths, rewards = curves.collapse_lengths(), curves.dip_rewards()
+    tb_root = tmp_path / "tb"
+    write_openrlhf_tensorboard(tb_root, "ppo_run", lengths, rewards)
+    jsonl = curves.write_jsonl(
+        tmp_path / "same.jsonl",
+        [{"step": s, **curves.openrlhf_stats(n, r)}
+         for s, n, r in zip(curves.STEPS, lengths, rewards, strict=True)],
+    )
+    runs = load_runs(str(tb_root))
+    assert [r.kind for r in runs] == ["tensorboard"]
+    assert runs[0].curve_key("length_mean") == "rollout/response_length_mean"
+    assert runs[0].curve_key("clip_ratio") == "rollout/truncated_rate"
+    assert runs[0].curve_key("think_closed") is None
+
+    out = run_json(capsys, f"tb={tb_root}", f"jl={jsonl}")
+    tb, jl = out["runs"]
+    assert tb["name"] == "tb" and tb["kind"] == "tensorboard" and tb["steps"] == 40
+    assert tb["length_collapse"]["source_key"] == "rollout/response_length_mean"
+    assert tb["reward_hockey_stick"]["source_key"] == "rollout/reward_mean"
+    for section in ("length_collapse", "reward_hockey_stick"):
+        assert tb[section]["detected"]
+        for key in ("onset_step", "min_step", "recovered_step", "recovery_step"):
+            assert tb[section].get(key) == jl[section].get(key), (section, key)
+    assert tb["reward_hockey_stick"]["depth"] == pytest.approx(
+        jl["reward_hockey_stick"]["depth"], abs=1e-5
+    )
+
+
+def test_tensorboard_dir_with_several_runs(tmp_path, capsys):
+    root = tmp_path / "tb"
+    write_openrlhf_tensorboard(root, "control", curves.collapse_lengths(), curves.dip_rewards())
+    write_openrlhf_tensorboard(root, "bai", curves.healthy_lengths(), curves.healthy_rewards())
+    out = run_json(capsys, str(root))
+    by_name = {r["name"]: r for r in out["runs"]}
+    assert set(by_name) == {"tb/control", "tb/bai"}
+    assert by_name["tb/control"]["length_collapse"]["detected"]
+    assert not by_name["tb/bai"]["length_collapse"]["detected"]
+
+
+def test_detector_flags_reach_the_detectors(tmp_path, capsys):
+    mild = [1000.0 if s < 6 else 650.0 for s in curves.STEPS]  # a 35 % drop
+    path = curves.write_jsonl(tmp_path / "m.jsonl", curves.bai_rows(mild, curves.healthy_rewards()))
+    assert not run_json(capsys, str(path))["runs"][0]["length_collapse"]["detected"]
+    out = run_json(capsys, str(path), "--collapse-drop", "0.3")
+    assert out["runs"][0]["length_collapse"]["detected"]
+    assert out["detector_params"]["length_collapse"]["drop"] == 0.3
+    late = run_json(capsys, str(path), "--collapse-drop", "0.3", "--collapse-max-onset-step", "5")
+    assert not late["runs"][0]["length_collapse"]["detected"]
+    with pytest.raises(SystemExit, match="drop must be in"):
+        report.main([str(path), "--collapse-drop", "1.5"])
+
+
+def test_png_overlay(logs, tmp_path, capsys):
+    out = tmp_path / "fig" / "report.png"
+    assert report.main([str(logs["collapse"]), str(logs["dip"]), "--out", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 30_000
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("", "no metrics logged"),
+        ('{"step": 1, "bai/reward/mean": 0.5}\n{"step": 2,\n{"step": 3}\n', ":2: invalid JSON"),
+        ('{"step": 1, "bai/reward/mean": 0.5}\n{"step": 2,\n', ":2: invalid JSON"),
+        ('{"step": 1, "x": 1}\n\n[1, 2]\n', ":3: expected a JSON object"),
+        ('{"step": 1, "x": 1}\n{"x": 2}\n', ":2: missing or non-integer 'step'"),
+    ],
+)
+def test_malformed_jsonl_names_file_and_line(tmp_path, content, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        report.main([str(path)])
+    message = str(info.value.code)
+    assert message.startswith("bai-report: error: ") and str(path) in message
+    assert needle in message and "\n" not in message
+
+
+def test_missing_and_empty_run_dirs(tmp_path):
+    with pytest.raises(SystemExit, match="no such file or directory"):
+        report.main([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="neither bai_metrics.jsonl nor TensorBoard"):
+        report.main([str(tmp_path / "empty")])
+
+
+def test_partial_last_line_of_a_killed_run_is_skipped(tmp_path, capsys):
+    rows = curves.bai_rows(curves.healthy_lengths(), curves.healthy_rewards())
+    path = curves.write_jsonl(tmp_path / "bai_metrics.jsonl", rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 41, "bai/respo')  # no newline: the writer was killed
+    run = run_json(capsys, str(path))["runs"][0]
+    assert run["steps"] == 40 and run["name"] == tmp_path.name

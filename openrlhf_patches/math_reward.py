@@ -45,6 +45,8 @@ def extract_answer(response: str) -> str | None:
     boxed = _last_boxed(response)
     if boxed is not None:
         return boxed
+    if "\\boxed" in response or "\\fbox" in response:
+        return None  # an unbalanced box: the response was cut inside its answer
     matches = list(_ANSWER_IS.finditer(response))
     if matches:
         tail = matches[-1].group(1).strip().splitlines()[0]
@@ -60,7 +62,7 @@ def normalize_answer(answer: str) -> str:
     s = _TEXT.sub(r"\1", s)
     for token in ("$", "\\left", "\\right", "\\!", "\\,", "\\;", "\\ ", "^\\circ", "^{\\circ}"):
         s = s.replace(token, "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\%", "%").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = re.sub(r"\s+", "", s)
     s = s.rstrip(".")
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
@@ -78,9 +80,6 @@ def _to_number(s: str) -> Fraction | float | None:
         val = Fraction(a) / Fraction(b) if isinstance(a, Fraction) and isinstance(b, Fraction) \
             else float(a) / float(b)
         return -val if sign else val
-    if s.endswith("%"):
-        inner = _to_number(s[:-1])
-        return None if inner is None else inner / 100
     try:
         if re.fullmatch(r"-?\d+/\d+", s):
             return Fraction(s) if not s.endswith("/0") else None
@@ -105,10 +104,20 @@ def score_answer(response: str, reference: str) -> float:
         return 0.0
     if p == r:
         return 1.0
-    a, b = _to_number(p), _to_number(r)
-    if a is None or b is None:
-        return 0.0
-    return 1.0 if math.isclose(float(a), float(b), rel_tol=_REL_TOL, abs_tol=_ABS_TOL) else 0.0
+    for a in _candidates(p):
+        for b in _candidates(r):
+            if math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=_ABS_TOL):
+                return 1.0
+    return 0.0
+
+
+def _candidates(s: str) -> list[float]:
+    """Numeric readings of a normalized answer; "50%" reads as 50 or 0.5."""
+    if s.endswith("%"):
+        val = _to_number(s[:-1])
+        return [] if val is None else [float(val), float(val) / 100]
+    val = _to_number(s)
+    return [] if val is None else [float(val)]
 
 
 def response_part(query: str, prompt: str) -> str:

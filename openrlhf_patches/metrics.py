@@ -10,6 +10,7 @@ __all__ = [
     "think_end_positions",
     "compute_response_metrics",
     "length_by_outcome",
+    "zero_spread_group_ratio",
     "bucket_keys",
 ]
 
@@ -145,3 +146,24 @@ def length_by_outcome(
     if (~ok).any():
         out["bai/response_length/incorrect_mean"] = float(lens[~ok].mean().item())
     return out
+
+
+def zero_spread_group_ratio(rewards: torch.Tensor, group_ids: torch.Tensor,
+                            atol: float = 0.0) -> float | None:
+    """Share of prompt groups (responses with the same group id) whose rewards are all equal
+    (max - min <= atol): they give group-baseline estimators no signal. None if no group has
+    two responses."""
+    r = rewards.reshape(-1).to(torch.float64)
+    g = group_ids.reshape(-1).to(torch.long).to(r.device)
+    if r.numel() == 0:
+        return None
+    _, inv = torch.unique(g, return_inverse=True)
+    k = int(inv.max()) + 1
+    counts = torch.bincount(inv, minlength=k)
+    hi = torch.full((k,), -torch.inf, dtype=torch.float64).scatter_reduce(0, inv, r, "amax")
+    lo = torch.full((k,), torch.inf, dtype=torch.float64).scatter_reduce(0, inv, r, "amin")
+    multi = counts > 1
+    if not bool(multi.any()):
+        return None
+    flat = (hi - lo <= atol) & multi
+    return float(flat.sum()) / float(multi.sum())

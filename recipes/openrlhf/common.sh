@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Shared helpers for the BAI OpenRLHF 0.11.2 recipes (sourced, not run).
+#
+# The paper (arXiv 2509.00309) trained in-house Seed-MoE models on 64 GPUs; these recipes
+# are OUR adaptation to public Qwen2.5-Math / DeepSeek-R1-Distill-Qwen checkpoints on one
+# node. Everything below is an env var; the defaults are starting points, not paper facts
+# unless a comment says so.
+#
+# Multi-node: start Ray yourself (head: `ray start --head --num-gpus 8`; others:
+# `ray start --address <head-ip>:6379 --num-gpus 8`), export RAY_ADDRESS=auto and
+# NNODES=<n> on the head, then run the recipe there: bai-train's ray.init joins the cluster
+# and its worker setup hook (the BAI metrics) reaches every node; openrlhf_patches must be
+# installed on every node.
+set -euo pipefail
+
+RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$RECIPES_DIR/../.." && pwd)"
+
+: "${NNODES:=1}"
+: "${NGPUS:=8}"                # GPUs per node
+: "${VLLM_TP:=1}"              # vLLM tensor parallel size
+: "${PROMPT_DATA:=zhuzilin/dapo-math-17k}"   # any prompts+labels set; math labels for the rule reward
+: "${INPUT_KEY:=prompt}"
+: "${LABEL_KEY:=label}"
+: "${PROMPT_MAX_LEN:=1024}"
+: "${MAX_NEW_TOKENS:=8192}"
+: "${SAVE_ROOT:=$REPO_DIR/runs}"
+: "${REWARD_PY:=$REPO_DIR/openrlhf_patches/math_reward.py}"   # rule-based math verifier
+: "${MERGE_CONFIG:=$REPO_DIR/recipes/bai.yaml}"
+: "${DRY_RUN:=0}"              # 1: print the bai-train argv (NUL separated) and exit
+
+VLLM_ENGINES=$(( NNODES * NGPUS / VLLM_TP ))
+MAX_LEN=$(( PROMPT_MAX_LEN + MAX_NEW_TOKENS ))
+
+# Merge the BAI actor once (SKIP_MERGE=1: the actor is a hub id or an existing model) (stock mergekit-yaml sees merge_method: bai once bai is installed).
+ensure_actor() {
+  local actor="$1" config="$2"
+  if [[ "${SKIP_MERGE:-0}" == "1" || -f "$actor/config.json" ]]; then
+    return 0
+  fi
+  if [[ "$DRY_RUN" == "1" ]]; then
+    echo "[dry-run] would run: mergekit-yaml $config $actor ${MERGEKIT_ARGS:-}" >&2
+    return 0
+  fi
+  echo "[bai] $actor not found: merging it with $config" >&2
+  # shellcheck disable=SC2086
+  mergekit-yaml "$config" "$actor" ${MERGEKIT_ARGS:-}
+}
+
+# Absolute path for local model paths (Ray workers may run in another cwd); hub ids unchanged.
+local_abspath() {
+  case "$1" in
+    ./*|../*|/*|~*) realpath -m "$1" ;;
+    *) if [[ -e "$1" ]]; then realpath "$1"; else printf '%s\n' "$1"; fi ;;
+  esac
+}
+
+# Placement shared by all recipes: one node of NGPUS, every model colocated with vLLM.
+colocated_args() {
+  printf '%s\0' \
+    --ref.num_nodes "$NNODES" --ref.num_gpus_per_node "$NGPUS" \
+    --actor.num_nodes "$NNODES" --actor.num_gpus_per_node "$NGPUS" \
+    --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP" \
+    --vllm.gpu_memory_utilization "${VLLM_GPU_UTIL:-0.6}" --vllm.enable_sleep \
+    --train.colocate_all --ds.enable_sleep --ds.zero_stage 3 --ds.param_dtype bf16 \
+    --actor.gradient_checkpointing_enable --ds.packing_samples \
+    --ds.attn_implementation flash_attention_2
+}
+
+data_args() {
+  printf '%s\0' \
+    --data.prompt_dataset "$PROMPT_DATA" --data.input_key "$INPUT_KEY" \
+    --data.label_key "$LABEL_KEY" --data.apply_chat_template \
+    --data.max_len "$MAX_LEN" --rollout.max_new_tokens "$MAX_NEW_TOKENS" \
+    --rollout.temperature 1.0
+}
+
+# ckpt + logging for run $1; the BAI metrics land in $SAVE_ROOT/$1/bai_metrics.jsonl
+output_args() {
+  local name="$1"
+  printf '%s\0' \
+    --ckpt.output_dir "$SAVE_ROOT/$name" --ckpt.path "$SAVE_ROOT/$name/ckpt" \
+    --ckpt.save_steps "${SAVE_STEPS:-50}" --ckpt.load_enable --ckpt.save_hf \
+    --logger.tensorboard_dir "$SAVE_ROOT/$name/tensorboard" --logger.wandb.run_name "$name"
+  if [[ -n "${WANDB_API_KEY:-}" ]]; then
+    printf '%s\0' --logger.wandb.key "$WANDB_API_KEY" --logger.wandb.project "${WANDB_PROJECT:-bai}"
+  fi
+}
+
+# Run (or, with DRY_RUN=1, print) bai-train with a NUL-separated argv read from stdin.
+run_bai_train() {
+  local -a argv=()
+  while IFS= read -r -d '' a; do argv+=("$a"); done
+  argv+=("$@")
+  if [[ "$DRY_RUN" == "1" ]]; then
+    printf '%s\0' "${argv[@]}"
+    return 0
+  fi
+  exec bai-train "${argv[@]}"
+}

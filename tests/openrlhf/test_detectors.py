@@ -1,0 +1,137 @@
+"""Detectors fire at the right step on collapse/dip curves, stay silent on healthy/noisy runs."""
+
+import json
+import random
+
+import pytest
+
+from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
+
+
+def feed(det, values, start=1):
+    fired = {}
+    for i, v in enumerate(values, start=start):
+        msgs = det.update(i, v)
+        if msgs:
+            fired[i] = msgs
+    return fired
+
+
+COLLAPSE = [1000, 1000, 1000, 300, 300, 300, 300, 400, 600, 900, 1000, 1000, 1000]
+
+
+def test_length_collapse_onset_min_and_recovery():
+    det = LengthCollapseDetector(drop=0.5, baseline_steps=3, ema=0.5)
+    fired = feed(det, COLLAPSE)
+    # smoothed: step4 650 (0.65), step5 475 (0.475 < 0.5) -> onset 5
+    s = det.summary()
+    assert s["detected"] is True
+    assert s["onset_step"] == 5
+    assert s["min_step"] == 7  # 475 -> 387.5 -> 343.75 -> (step 8) 371.9
+    assert s["min_ratio"] == pytest.approx(0.34375)
+    # recovery at smoothed >= 900: 8: 371.9, 9: 485.9, 10: 693.0, 11: 846.5, 12: 923.2
+    assert s["recovered_step"] == 12
+    assert sorted(fired) == [5, 12]
+    assert "Collapse" in fired[5][0] and "recovered" in fired[12][0]
+    json.dumps(s)
+
+
+def test_length_collapse_never_recovers():
+    det = LengthCollapseDetector()
+    feed(det, [800, 820, 780] + [200] * 30)
+    s = det.summary()
+    assert s["detected"] and s["recovered_step"] is None
+    assert s["min_ratio"] == pytest.approx(0.25, rel=1e-3)
+    assert det.active
+
+
+def test_length_healthy_growth_and_noise_silent():
+    rng = random.Random(0)
+    det = LengthCollapseDetector()
+    healthy = [1000 + 10 * t + rng.gauss(0, 80) for t in range(200)]
+    assert feed(det, healthy) == {}
+    assert det.summary()["detected"] is False
+    noisy = LengthCollapseDetector()
+    assert feed(noisy, [1000 * (1 + rng.uniform(-0.3, 0.3)) for _ in range(500)]) == {}
+
+
+def test_length_immediate_and_late_onset_ignored():
+    det = LengthCollapseDetector(ema=1.0)
+    fired = feed(det, [100, 100, 100, 49])
+    assert list(fired) == [4]
+    late = LengthCollapseDetector(ema=1.0, max_onset_step=5)
+    assert feed(late, [100] * 10 + [10] * 5) == {}
+    assert late.summary()["detected"] is False
+
+
+def test_baseline_steps_are_not_judged():
+    det = LengthCollapseDetector(ema=1.0)
+    assert feed(det, [1000, 10, 1000]) == {}  # dips inside the baseline window
+
+
+def test_nonfinite_values_ignored():
+    det = LengthCollapseDetector()
+    assert feed(det, [100, float("nan"), 100, float("inf"), 100, 100]) == {}
+    assert det.baseline == 100
+
+
+DIP = [0.50, 0.52, 0.48, 0.40, 0.30, 0.25, 0.25, 0.30, 0.40, 0.50, 0.60, 0.65, 0.65]
+
+
+def test_reward_hockey_stick_dip_and_recovery():
+    det = RewardHockeyStickDetector(baseline_steps=3, std_mult=2.0, rel_drop=0.10, ema=0.5)
+    fired = feed(det, DIP)
+    s = det.summary()
+    # baseline 0.5, std 0.02 -> margin max(0.04, 0.05) = 0.05, threshold 0.45
+    # smoothed: 3: 0.495; 4: 0.4475 (< 0.45) onset; 5: 0.37375; 6: 0.311875; 7: 0.2809375;
+    # 8: 0.29046875 -> minimum at step 7
+    assert s["onset_step"] == 4
+    assert s["min_step"] == 7
+    assert s["depth"] == pytest.approx(0.5 - 0.2809375, abs=1e-9)
+    assert s["rel_depth"] == pytest.approx(0.438125, abs=1e-9)
+    # 9: 0.3452 10: 0.4226 11: 0.5113 >= 0.5 -> recovery 11
+    assert s["recovery_step"] == 11
+    assert s["steps_to_recover"] == 7
+    assert sorted(fired) == [4, 11]
+    json.dumps(s)
+
+
+def test_reward_healthy_and_noise_silent():
+    rng = random.Random(1)
+    det = RewardHockeyStickDetector()
+    assert feed(det, [0.3 + 0.001 * t + rng.gauss(0, 0.01) for t in range(300)]) == {}
+    det2 = RewardHockeyStickDetector()
+    assert feed(det2, [0.5 + rng.gauss(0, 0.02) for _ in range(500)]) == {}
+    s = det2.summary()
+    assert s["detected"] is False and s["depth"] == 0.0 and s["steps_to_recover"] is None
+
+
+def test_reward_zero_std_baseline_needs_relative_drop():
+    det = RewardHockeyStickDetector(ema=1.0)
+    assert feed(det, [1.0, 1.0, 1.0, 0.95, 0.92]) == {}  # < 10 % drop: silent despite std 0
+    assert list(feed(det, [0.85], start=6)) == [6]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 8, 11])
+def test_state_round_trip_mid_run(cut):
+    full_l, full_r = LengthCollapseDetector(), RewardHockeyStickDetector()
+    ref_l, ref_r = feed(full_l, COLLAPSE), feed(full_r, DIP)
+    a_l, a_r = LengthCollapseDetector(), RewardHockeyStickDetector()
+    got_l, got_r = feed(a_l, COLLAPSE[:cut]), feed(a_r, DIP[:cut])
+    b_l, b_r = LengthCollapseDetector(), RewardHockeyStickDetector()
+    b_l.load_state_dict(json.loads(json.dumps(a_l.state_dict())))
+    b_r.load_state_dict(json.loads(json.dumps(a_r.state_dict())))
+    got_l.update(feed(b_l, COLLAPSE[cut:], start=cut + 1))
+    got_r.update(feed(b_r, DIP[cut:], start=cut + 1))
+    assert got_l == ref_l and got_r == ref_r
+    assert b_l.summary() == full_l.summary()
+    assert b_r.summary() == full_r.summary()
+
+
+def test_invalid_parameters():
+    with pytest.raises(ValueError):
+        LengthCollapseDetector(drop=1.5)
+    with pytest.raises(ValueError):
+        LengthCollapseDetector(baseline_steps=0)
+    with pytest.raises(ValueError):
+        RewardHockeyStickDetector(ema=0.0)

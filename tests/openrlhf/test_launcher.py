@@ -1,0 +1,185 @@
+"""bai-train option split, --help, and every recipe's argv through OpenRLHF's REAL parser."""
+
+import glob
+import os
+import subprocess
+from dataclasses import fields
+
+import pytest
+
+pytest.importorskip("openrlhf")
+
+from openrlhf_patches import launcher  # noqa: E402
+from openrlhf_patches.config import ENV_PREFIX, BaiConfig  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+RECIPES = sorted(p for p in glob.glob(os.path.join(REPO, "recipes", "openrlhf", "*.sh"))
+                 if not p.endswith("common.sh"))
+
+
+class Parsed(Exception):
+    """Sentinel: OpenRLHF parsed and validated its args and reached train()."""
+
+    def __init__(self, args):
+        super().__init__("parsed")
+        self.parsed = args
+
+
+@pytest.fixture(autouse=True)
+def clean_bai_env(monkeypatch):
+    for f in fields(BaiConfig):
+        key = ENV_PREFIX + f.name.upper()
+        monkeypatch.setenv(key, "")  # recorded, so teardown restores whatever main() sets
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def parse_only(monkeypatch):
+    """Run bai-train's main() up to OpenRLHF's train(): no Ray, no models."""
+    import openrlhf.utils
+    import ray
+
+    def stop(args):
+        raise Parsed(args)
+
+    monkeypatch.setattr(launcher, "init_ray", lambda config: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    # train_ppo_ray re-imports `get_strategy` from openrlhf.utils when run_module executes it
+    monkeypatch.setattr(openrlhf.utils, "get_strategy", stop)
+
+    def run(argv):
+        with pytest.raises(Parsed) as info:
+            launcher.main(argv)
+        return info.value.parsed
+
+    return run
+
+
+def recipe_argv(path, **env):
+    out = subprocess.run(["bash", path], env=dict(os.environ, DRY_RUN="1", **env),
+                         capture_output=True, timeout=60, check=True)
+    argv = out.stdout.decode().split("\0")
+    assert argv[-1] == ""
+    return argv[:-1]
+
+
+def test_recipes_exist():
+    names = {os.path.basename(p) for p in RECIPES}
+    assert {"ppo_bai_7b.sh", "reinforce_pp_bai_7b.sh", "grpo_bai_7b.sh", "ppo_bai_1.5b.sh",
+            "ppo_control_r1distill_7b.sh"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_recipe_accepted_by_openrlhf_parser(path, parse_only):
+    argv = recipe_argv(path)
+    args = parse_only(argv)
+    name = os.path.basename(path)
+    assert args.actor.model_name_or_path
+    assert args.vllm.num_engines == 8 and args.train.colocate_all
+    assert args.rollout.max_new_tokens == 8192 and args.data.max_len == 1024 + 8192
+    assert args.actor.adam.lr == 1e-6
+    assert args.actor.lr_scheduler == "constant_with_warmup"
+    assert os.path.isabs(args.ckpt.output_dir)
+    if name.startswith("ppo"):
+        assert args.algo.advantage.estimator == "gae"
+        assert args.algo.advantage.lambd == 0.95 and args.algo.advantage.gamma == 1.0
+        assert args.critic.model_name_or_path  # explicit, not OpenRLHF's implicit default
+        assert args.critic.adam.lr == 1e-6
+    if name.startswith("reinforce"):
+        assert args.algo.advantage.estimator == "reinforce_baseline"
+        assert args.critic.model_name_or_path is None
+    if name.startswith("grpo"):
+        assert args.algo.advantage.estimator == "group_norm"
+    if "control" in name:
+        assert args.actor.model_name_or_path == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    else:
+        assert os.path.isabs(args.actor.model_name_or_path)
+    # our options were taken out and passed on as env vars
+    assert os.environ["BAI_JSONL"] == os.path.join(args.ckpt.output_dir, "bai_metrics.jsonl")
+
+
+def test_ppo_recipe_with_reward_model_inits_critic_from_it(parse_only):
+    argv = recipe_argv(os.path.join(REPO, "recipes", "openrlhf", "ppo_bai_7b.sh"),
+                       REWARD_MODEL="org/qwen2.5-rm", NGPUS="4")
+    args = parse_only(argv)
+    assert args.reward.model_name_or_path == "org/qwen2.5-rm"
+    assert args.critic.model_name_or_path == "org/qwen2.5-rm"
+    assert args.reward.remote_url is None
+    assert args.vllm.num_engines == 4 and args.actor.num_gpus_per_node == 4
+
+
+def test_bai_options_are_split_off(parse_only):
+    args = parse_only([
+        "--actor.model_name_or_path", "m", "--reward.remote_url", "r.py",
+        "--bai.collapse_drop", "0.3",
+        "--bai.stop_on_collapse", "--reward.clip_range", "-5", "5", "--bai.jsonl", "x/m.jsonl",
+        "--bai.reward_dip_std", "3",
+    ])
+    assert list(args.reward.clip_range) == [-5.0, 5.0]
+    assert not hasattr(args, "bai")
+    cfg = BaiConfig.from_env()
+    assert cfg.collapse_drop == 0.3 and cfg.stop_on_collapse is True
+    assert cfg.reward_dip_std == 3.0
+    assert cfg.jsonl == os.path.abspath("x/m.jsonl")
+
+
+def test_bad_openrlhf_flag_rejected(parse_only, capsys):
+    with pytest.raises(SystemExit) as info:
+        launcher.main(["--actor.model_name_or_path", "m", "--prompt_max_len", "1024"])
+    assert info.value.code == 2
+    assert "--prompt_max_len" in capsys.readouterr().err
+
+
+def test_misspelled_bai_flag_rejected(parse_only, capsys):
+    with pytest.raises(SystemExit) as info:
+        launcher.main(["--actor.model_name_or_path", "m", "--bai.colapse_drop", "0.3"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("bad", [["--bai.collapse_drop", "1.5"], ["--bai.ema", "0"],
+                                 ["--bai.bucket_width", "0"], ["--bai.baseline_steps", "x"]])
+def test_bad_bai_values_rejected_before_training(bad, parse_only):
+    with pytest.raises(SystemExit) as info:
+        launcher.main(["--actor.model_name_or_path", "m", *bad])
+    assert info.value.code == 2
+
+
+def test_help_lists_both(capsys):
+    with pytest.raises(SystemExit) as info:
+        launcher.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.index("--bai.collapse_drop") < out.index("--actor.model_name_or_path")
+    for opt in ("--bai.stop_on_collapse", "--bai.reward_dip_std", "--bai.baseline_steps",
+                "--bai.jsonl", "--algo.advantage.estimator", "--reward.remote_url"):
+        assert opt in out
+
+
+def test_runtime_env_carries_hook_and_openrlhf_env(monkeypatch):
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    env = launcher.runtime_env(BaiConfig(collapse_drop=0.4))
+    assert env["worker_process_setup_hook"] == "openrlhf_patches.hooks.install"
+    assert env["env_vars"]["NCCL_DEBUG"] == "INFO"
+    assert env["env_vars"]["TOKENIZERS_PARALLELISM"] == "true"
+    assert env["env_vars"]["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] == "1"
+    assert env["env_vars"]["BAI_COLLAPSE_DROP"] == "0.4"
+    assert BaiConfig.from_env(env["env_vars"]) == BaiConfig(collapse_drop=0.4)
+    assert "worker_process_setup_hook" not in launcher.runtime_env(BaiConfig(disable=True))
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if "control" not in p], ids=os.path.basename)
+def test_recipe_merges_from_an_existing_config(path, tmp_path):
+    out = subprocess.run(["bash", path], env=dict(os.environ, DRY_RUN="1",
+                                                  ACTOR=str(tmp_path / "absent")),
+                         capture_output=True, text=True, timeout=60, check=True)
+    line = next(x for x in out.stderr.splitlines() if "would run: mergekit-yaml" in x)
+    config = line.split("mergekit-yaml", 1)[1].split()[0]
+    assert os.path.isfile(config), config
+    # an existing actor is used as is
+    (tmp_path / "absent").mkdir()
+    (tmp_path / "absent" / "config.json").write_text("{}")
+    out = subprocess.run(["bash", path], env=dict(os.environ, DRY_RUN="1",
+                                                  ACTOR=str(tmp_path / "absent")),
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "mergekit-yaml" not in out.stderr

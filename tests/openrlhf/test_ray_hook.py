@@ -1,0 +1,44 @@
+"""The launcher's runtime_env makes Ray workers patch OpenRLHF's trainer on import (real Ray)."""
+
+import os
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("openrlhf")
+
+from openrlhf_patches import launcher  # noqa: E402
+from openrlhf_patches.config import BaiConfig  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SHIMS = os.path.join(REPO, "tests", "shims")
+
+
+def test_worker_setup_hook_patches_trainer_in_workers():
+    import flash_attn
+
+    if ray.is_initialized():
+        pytest.skip("Ray already initialized in this process")
+    env = launcher.runtime_env(BaiConfig(collapse_drop=0.42))
+    shim = "bai-test-shim" in getattr(flash_attn, "__version__", "")
+    env["env_vars"]["PYTHONPATH"] = os.pathsep.join([SHIMS, REPO] if shim else [REPO])
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env=env, log_to_driver=False)
+    try:
+        @ray.remote
+        def probe():
+            import sys
+
+            before = "openrlhf.trainer.ppo_trainer" in sys.modules
+            import openrlhf.trainer.ppo_trainer as m
+
+            from openrlhf_patches.config import BaiConfig as Cfg
+
+            return before, m.BasePPOTrainer.__dict__.get("_bai_patched"), Cfg.from_env()
+
+        before, patched, cfg = ray.get(probe.remote(), timeout=240)
+    finally:
+        ray.shutdown()
+    assert before is False  # the hook armed a post-import patch, it imported nothing itself
+    assert patched is True
+    assert cfg.collapse_drop == 0.42

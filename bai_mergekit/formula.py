@@ -50,19 +50,53 @@ def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the working set of one chunk stays in cache
+
+
+def bai_merge_grid(
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    ratios: Sequence[tuple[Sequence[float], float]],
+    normalize: bool = True,
+    out_dtype: torch.dtype | None = None,
+) -> list[torch.Tensor]:
+    """Merge one tensor for each (weights, base_weight) in `ratios`, reading the inputs once.
+
+    Each output element is accumulated in fp32 (fp64 for fp64 input) and rounded once to
+    `out_dtype` (default: the compute dtype). Work goes chunk by chunk so the fp32
+    accumulator never round-trips through memory at full tensor size.
+    """
+    coefs = [coefficients(w, alpha, normalize) for w, alpha in ratios]
+    for _, c_models in coefs:
+        if len(c_models) != len(models):
+            raise BaiMergeError(f"got {len(models)} models but {len(c_models)} weights")
+    dtype = compute_dtype([base, *models])
+    outs = [torch.empty(base.shape, dtype=out_dtype or dtype) for _ in coefs]
+    flat_in = [t.reshape(-1) for t in (base, *models)]
+    flat_out = [o.view(-1) for o in outs]
+    total = flat_in[0].numel()
+    direct = (out_dtype or dtype) == dtype
+    acc = None if direct else torch.empty(min(CHUNK_ELEMENTS, total), dtype=dtype)
+    for start in range(0, total, CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, total)
+        chunks = [t[start:end] for t in flat_in]
+        for (c_base, c_models), out in zip(coefs, flat_out):
+            buf = out[start:end] if direct else acc[: end - start]
+            buf.copy_(chunks[0]).mul_(c_base)
+            for chunk, c in zip(chunks[1:], c_models):
+                buf.add_(chunk, alpha=c)
+            if not direct:
+                out[start:end].copy_(buf)
+    return outs
+
+
 def bai_merge(
     base: torch.Tensor,
     models: Sequence[torch.Tensor],
     weights: Sequence[float],
     base_weight: float,
     normalize: bool = True,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Merge one tensor in a single pass, in fp32 (fp64 for fp64 input), unrounded."""
-    c_base, c_models = coefficients(weights, base_weight, normalize)
-    if len(models) != len(c_models):
-        raise BaiMergeError(f"got {len(models)} models but {len(c_models)} weights")
-    dtype = compute_dtype([base, *models])
-    out = base.to(dtype=dtype, copy=True).mul_(c_base)
-    for tensor, c in zip(models, c_models, strict=True):
-        out.add_(tensor, alpha=c)
-    return out
+    """Merge one tensor in a single pass in fp32 (fp64 for fp64 input), rounded once."""
+    return bai_merge_grid(base, models, [(weights, base_weight)], normalize, out_dtype)[0]

@@ -20,8 +20,12 @@ PAPER_URL = "https://arxiv.org/abs/2509.00309"
 
 
 def _check_finite(group: TensorGroup, merged: torch.Tensor) -> None:
-    """Name the tensor and the model(s) holding NaN/Inf when the merged tensor is not finite."""
-    if bool(torch.isfinite(merged).all()):
+    """Name the tensor and the model(s) holding NaN/Inf when the merged tensor is not finite.
+
+    NaN/Inf anywhere makes the sum non-finite: one read-only reduction on the fast path
+    instead of a full-size boolean mask (which cost ~13 % of a merge).
+    """
+    if bool(torch.isfinite(merged.sum())) or bool(torch.isfinite(merged).all()):
         return
     bad = [
         f"{entry.id} ({int((~torch.isfinite(entry.tensor)).sum())} values)"
@@ -46,7 +50,7 @@ def bai_merge_method(
     normalize: bool = True,
     config_source: str | None = None,
 ) -> torch.Tensor:
-    """alpha * base + (1 - alpha) * normalized weighted mean of the other models, in fp32.
+    """alpha * base + (1 - alpha) * normalized weighted mean of the other models (fp32 math).
 
     `config_source` is read by the plugin when it writes config.json; the kernel ignores it.
     """
@@ -54,19 +58,20 @@ def bai_merge_method(
     base = group.base
     others = group.non_base
     try:
+        # Rounded once, straight to the input dtype: mergekit casts to `out_dtype` after
+        # this, as for `linear`, so `dtype: bfloat16` recipes stay bf16 on disk.
         merged = bai_merge(
             base.tensor,
             [entry.tensor for entry in others],
             weight.values_for(others),
             base_weight,
             normalize,
+            out_dtype=base.tensor.dtype,
         )
     except BaiMergeError as error:
         raise BaiMergeError(f"{error.message} (tensor {group.metadata.name!r})") from None
     _check_finite(group, merged)
-    # mergekit casts to `out_dtype` after this; returning the input dtype (as `linear` does)
-    # keeps `dtype: bfloat16` recipes bf16 on disk. Either way fp32 is rounded exactly once.
-    return merged.to(base.tensor.dtype)
+    return merged
 
 
 def ensure_registered() -> None:

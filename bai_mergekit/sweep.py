@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import torch
 import yaml
-from mergekit.common import ModelReference, dtype_from_name
+from mergekit.common import ModelReference, dtype_from_name, parse_kmb
 from mergekit.config import MergeConfiguration
 from mergekit.io import LazyTensorLoader
 from mergekit.io.tensor_writer import TensorWriter
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bai_mergekit.card import card_section
 from bai_mergekit.errors import BaiMergeError
 from bai_mergekit.finalize import TOKENIZER_FILES, write_card
-from bai_mergekit.formula import coefficients, compute_dtype
+from bai_mergekit.formula import bai_merge_grid, coefficients
 from bai_mergekit.output import atomic_directory
 from bai_mergekit.preflight import check_vocabulary, preflight
 
@@ -88,7 +88,7 @@ def run_sweep(
     out_dir: Path,
     base_weights: list[float],
     weight_sets: list[tuple[float, ...]],
-    max_shard_size: int = 5 * 1000**3,
+    max_shard_size: int = 1000**3,
     quiet: bool = False,
 ) -> list[Path]:
     """Write one complete model dir per candidate; every input tensor is read exactly once."""
@@ -115,15 +115,15 @@ def run_sweep(
     out_dtype = dtype_from_name(config.out_dtype or config.dtype)
     in_dtype = dtype_from_name(config.dtype)
     normalize = bool((config.parameters or {}).get("normalize", True))
-    loaders = [_loader(ref) for ref in (plan.base, *plan.others)]
-    names = list(loaders[0].index.tensor_paths)
+    sources = [(ref, _loader(ref)) for ref in (plan.base, *plan.others)]
+    names = list(sources[0][1].index.tensor_paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     LOG.info("bai-sweep: %d candidates, %d tensors", len(cands), len(names))
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_directory(out_dir / c.name)) for c in cands]
         writers = [TensorWriter(str(t), max_shard_size=max_shard_size) for t in tmps]
         for name in tqdm(names, desc=f"Merging {len(cands)} candidates", disable=quiet):
-            _merge_tensor(name, loaders, cands, writers, in_dtype, out_dtype, normalize)
+            _merge_tensor(name, sources, cands, writers, in_dtype, out_dtype, normalize)
         for tmp, cand, cand_plan, writer in zip(tmps, cands, plans, writers):
             writer.finalize()
             _finish_dir(tmp, out_dir / cand.name, recipe, cand, cand_plan, config)
@@ -132,9 +132,10 @@ def run_sweep(
     return [out_dir / c.name for c in cands]
 
 
-def _merge_tensor(name, loaders, cands, writers, in_dtype, out_dtype, normalize) -> None:
+def _merge_tensor(name, sources, cands, writers, in_dtype, out_dtype, normalize) -> None:
+    """Read tensor `name` from each input once; write every candidate's merged tensor."""
     tensors = []
-    for loader in loaders:
+    for _, loader in sources:
         tensor = loader.get_tensor(name)
         tensors.append(tensor.to(in_dtype) if in_dtype is not None else tensor)
     base, others = tensors[0], tensors[1:]
@@ -142,21 +143,14 @@ def _merge_tensor(name, loaders, cands, writers, in_dtype, out_dtype, normalize)
         for writer in writers:
             writer.save_tensor(name, base, clone=True)
         return
-    dtype = compute_dtype(tensors)
-    bad = [str(i) for i, t in enumerate(tensors) if not bool(torch.isfinite(t).all())]
-    if bad:
-        raise BaiMergeError(f"NaN/Inf in input tensor {name!r} (model index {', '.join(bad)})")
-    sft_cache: dict[tuple[float, ...], torch.Tensor] = {}
-    for cand, writer in zip(cands, writers):
-        if cand.weights not in sft_cache:
-            _, c = coefficients(cand.weights, 0.0, normalize)
-            sft = torch.zeros(base.shape, dtype=dtype)
-            for t, coef in zip(others, c):
-                sft.add_(t, alpha=coef)
-            sft_cache[cand.weights] = sft
-        merged = sft_cache[cand.weights].mul(1 - cand.base_weight)
-        merged.add_(base, alpha=cand.base_weight)
-        writer.save_tensor(name, merged.to(out_dtype or base.dtype))
+    ratios = [(c.weights, c.base_weight) for c in cands]
+    merged = bai_merge_grid(base, others, ratios, normalize, out_dtype or base.dtype)
+    if not bool(torch.isfinite(sum(m.sum(dtype=torch.float32) for m in merged))):
+        bad = [str(ref) for (ref, _), t in zip(sources, tensors) if not torch.isfinite(t).all()]
+        where = ", ".join(bad) if bad else "the weighted sum overflowed"
+        raise BaiMergeError(f"NaN/Inf in input tensor {name!r}: {where}")
+    for tensor, writer in zip(merged, writers):
+        writer.save_tensor(name, tensor)
 
 
 def _finish_dir(tmp: Path, final: Path, recipe: dict, cand: Candidate, plan, config) -> None:
@@ -184,15 +178,17 @@ def _finish_dir(tmp: Path, final: Path, recipe: dict, cand: Candidate, plan, con
               help="Comma-separated alphas, e.g. 0.1,0.3,0.5,0.7,0.9 (default: the recipe's).")
 @click.option("--weights", "weight_sets", multiple=True,
               help="Stage-1 weights, one per model, e.g. 0.5,0.5; repeat for more sets.")
+@click.option("--out-shard-size", default="1B", show_default=True,
+              help="Shard size; K writers each buffer up to one shard in memory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(recipe: Path, out_dir: Path, base_weights: str, weight_sets: tuple[str, ...],
-         quiet: bool) -> None:
+         out_shard_size: str, quiet: bool) -> None:
     """Write K candidate BAI actors from one `merge_method: bai` RECIPE into OUT_DIR."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     paths = run_sweep(recipe, out_dir, list(_floats(base_weights)),
-                      [_floats(w) for w in weight_sets], quiet=quiet)
+                      [_floats(w) for w in weight_sets], parse_kmb(out_shard_size), quiet=quiet)
     for path in paths:
         click.echo(str(path))
 

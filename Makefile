@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.bai-installed
-QUIET_PIP := grep -v -e '^WARNING: Location' -e '^$$' || true
+QUIET_PIP := { grep -v -e '^WARNING: Location' -e '^$$' || true; }
 
 .PHONY: setup test demo lint bench bench-merge bench-metrics clean
 

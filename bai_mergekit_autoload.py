@@ -1,12 +1,10 @@
 """Import hook (loaded from bai_mergekit.pth): adds `bai` to mergekit when mergekit loads.
 
-Costs one dict lookup per import in processes that never import mergekit; the plugin
-itself is imported only right after the mergekit module it extends has executed.
+Imports nothing at start-up but `sys`, and costs one dict lookup per import in processes that
+never import mergekit; the plugin is imported only right after the mergekit module it extends
+has executed. Plain classes, not importlib.abc: that import alone would cost milliseconds.
 """
 
-import importlib
-import importlib.abc
-import logging
 import sys
 
 _HOOKS = {
@@ -15,7 +13,9 @@ _HOOKS = {
 }
 
 
-class _Loader(importlib.abc.Loader):
+class _Loader:
+    """Delegates to the real loader, then runs our hook on the freshly executed module."""
+
     def __init__(self, inner, fullname):
         self._inner, self._fullname = inner, fullname
 
@@ -26,9 +26,12 @@ class _Loader(importlib.abc.Loader):
         self._inner.exec_module(module)
         plugin, func, takes_module = _HOOKS[self._fullname]
         try:
-            hook = getattr(importlib.import_module(plugin), func)
+            __import__(plugin)
+            hook = getattr(sys.modules[plugin], func)
             hook(module) if takes_module else hook()
         except Exception:  # never break mergekit's own import
+            import logging
+
             logging.getLogger("bai_mergekit").warning(
                 "could not add merge method 'bai' to mergekit", exc_info=True
             )
@@ -37,7 +40,9 @@ class _Loader(importlib.abc.Loader):
         return getattr(self._inner, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
+    """A sys.meta_path finder that only answers for the two mergekit modules we extend."""
+
     def find_spec(self, fullname, path, target=None):
         if fullname not in _HOOKS:
             return None

@@ -121,7 +121,8 @@ def run_sweep(
     LOG.info("bai-sweep: %d candidates, %d tensors", len(cands), len(names))
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_directory(out_dir / c.name)) for c in cands]
-        writers = [TensorWriter(str(t), max_shard_size=max_shard_size) for t in tmps]
+        # Shards are written on background threads while the next tensors are merged.
+        writers = [TensorWriter(str(t), max_shard_size, use_async=True) for t in tmps]
         for name in tqdm(names, desc=f"Merging {len(cands)} candidates", disable=quiet):
             _merge_tensor(name, sources, cands, writers, in_dtype, out_dtype, normalize)
         for tmp, cand, cand_plan, writer in zip(tmps, cands, plans, writers):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -53,6 +53,49 @@ def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the working set of one chunk stays in cache
 
 
+def bai_merge_chunks(
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    ratios: Sequence[tuple[Sequence[float], float]],
+    normalize: bool = True,
+    out_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+    """Yield (start, end, [merged chunk per ratio]) over the flattened tensor, in order.
+
+    Per chunk: the base in fp32 (fp64 for fp64 input) once, stage 1 once per distinct weight
+    set, then stage 2 as one `lerp` per ratio, rounded once to `out_dtype` (default: the
+    compute dtype). The yielded chunks are reused buffers: consume them before resuming.
+    """
+    stages = [(tuple(check_weights(w, normalize)), check_base_weight(a)) for w, a in ratios]
+    for weights, _ in stages:
+        if len(weights) != len(models):
+            raise BaiMergeError(f"got {len(models)} models but {len(weights)} weights")
+    stage1 = {w: coefficients(w, 0.0, normalize)[1] for w, _ in stages}
+    dtype = compute_dtype([base, *models])
+    flat_base, flat_models = base.reshape(-1), [t.reshape(-1) for t in models]
+    total = flat_base.numel()
+    size = min(CHUNK_ELEMENTS, total)
+    b32 = torch.empty(size, dtype=dtype)
+    sft = {w: torch.empty(size, dtype=dtype) for w in stage1}
+    accs = [torch.empty(size, dtype=dtype) for _ in stages]
+    outs = accs if (out_dtype or dtype) == dtype else [
+        torch.empty(size, dtype=out_dtype) for _ in stages
+    ]
+    for start in range(0, total, CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, total)
+        n = end - start
+        b = b32[:n].copy_(flat_base[start:end])
+        for weights, coefs in stage1.items():
+            s1 = sft[weights][:n].zero_()
+            for tensor, c in zip(flat_models, coefs):
+                s1.add_(tensor[start:end], alpha=c)
+        for (weights, alpha), acc, out in zip(stages, accs, outs):
+            torch.lerp(sft[weights][:n], b, alpha, out=acc[:n])
+            if out is not acc:
+                out[:n].copy_(acc[:n])
+        yield start, end, [out[:n] for out in outs]
+
+
 def bai_merge_grid(
     base: torch.Tensor,
     models: Sequence[torch.Tensor],
@@ -60,33 +103,13 @@ def bai_merge_grid(
     normalize: bool = True,
     out_dtype: torch.dtype | None = None,
 ) -> list[torch.Tensor]:
-    """Merge one tensor for each (weights, base_weight) in `ratios`, reading the inputs once.
-
-    Each output element is accumulated in fp32 (fp64 for fp64 input) and rounded once to
-    `out_dtype` (default: the compute dtype). Work goes chunk by chunk so the fp32
-    accumulator never round-trips through memory at full tensor size.
-    """
-    coefs = [coefficients(w, alpha, normalize) for w, alpha in ratios]
-    for _, c_models in coefs:
-        if len(c_models) != len(models):
-            raise BaiMergeError(f"got {len(models)} models but {len(c_models)} weights")
-    dtype = compute_dtype([base, *models])
-    outs = [torch.empty(base.shape, dtype=out_dtype or dtype) for _ in coefs]
-    flat_in = [t.reshape(-1) for t in (base, *models)]
-    flat_out = [o.view(-1) for o in outs]
-    total = flat_in[0].numel()
-    direct = (out_dtype or dtype) == dtype
-    acc = None if direct else torch.empty(min(CHUNK_ELEMENTS, total), dtype=dtype)
-    for start in range(0, total, CHUNK_ELEMENTS):
-        end = min(start + CHUNK_ELEMENTS, total)
-        chunks = [t[start:end] for t in flat_in]
-        for (c_base, c_models), out in zip(coefs, flat_out):
-            buf = out[start:end] if direct else acc[: end - start]
-            buf.copy_(chunks[0]).mul_(c_base)
-            for chunk, c in zip(chunks[1:], c_models):
-                buf.add_(chunk, alpha=c)
-            if not direct:
-                out[start:end].copy_(buf)
+    """Whole merged tensors, one per (weights, base_weight) in `ratios`, inputs read once."""
+    outs = [torch.empty(base.shape, dtype=out_dtype or compute_dtype([base, *models]))
+            for _ in ratios]
+    flat = [o.view(-1) for o in outs]
+    for start, end, chunks in bai_merge_chunks(base, models, ratios, normalize, out_dtype):
+        for dest, chunk in zip(flat, chunks):
+            dest[start:end].copy_(chunk)
     return outs
 
 

@@ -17,15 +17,16 @@ import yaml
 from mergekit.common import ModelReference, dtype_from_name, parse_kmb
 from mergekit.config import MergeConfiguration
 from mergekit.io import LazyTensorLoader
-from mergekit.io.tensor_writer import TensorWriter
+from safetensors import safe_open
 from tqdm import tqdm
 
 from bai_mergekit.card import card_section
 from bai_mergekit.errors import BaiMergeError
 from bai_mergekit.finalize import TOKENIZER_FILES, write_card
-from bai_mergekit.formula import bai_merge_grid, coefficients
+from bai_mergekit.formula import bai_merge_chunks, coefficients
 from bai_mergekit.output import atomic_directory
 from bai_mergekit.preflight import check_vocabulary, preflight
+from bai_mergekit.safetensors_stream import SAFETENSORS_DTYPES, ShardedWriter, TensorSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -116,43 +117,60 @@ def run_sweep(
     in_dtype = dtype_from_name(config.dtype)
     normalize = bool((config.parameters or {}).get("normalize", True))
     sources = [(ref, _loader(ref)) for ref in (plan.base, *plan.others)]
-    names = list(sources[0][1].index.tensor_paths)
+    layout = _layout(sources[0][1], out_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
-    LOG.info("bai-sweep: %d candidates, %d tensors", len(cands), len(names))
+    LOG.info("bai-sweep: %d candidates, %d tensors", len(cands), len(layout))
+    ratios = [(c.weights, c.base_weight) for c in cands]
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_directory(out_dir / c.name)) for c in cands]
-        # Shards are written on background threads while the next tensors are merged.
-        writers = [TensorWriter(str(t), max_shard_size, use_async=True) for t in tmps]
-        for name in tqdm(names, desc=f"Merging {len(cands)} candidates", disable=quiet):
-            _merge_tensor(name, sources, cands, writers, in_dtype, out_dtype, normalize)
+        writers = [ShardedWriter(t, layout, max_shard_size) for t in tmps]
+        for spec in tqdm(layout, desc=f"Merging {len(cands)} candidates", disable=quiet):
+            _merge_tensor(spec, sources, ratios, writers, in_dtype, normalize)
         for tmp, cand, cand_plan, writer in zip(tmps, cands, plans, writers):
-            writer.finalize()
+            writer.close()
             _finish_dir(tmp, out_dir / cand.name, recipe, cand, cand_plan, config)
     index = [{"path": c.name, "base_weight": c.base_weight, "weights": c.weights} for c in cands]
     (out_dir / "sweep.json").write_text(json.dumps({"candidates": index}, indent=2))
     return [out_dir / c.name for c in cands]
 
 
-def _merge_tensor(name, sources, cands, writers, in_dtype, out_dtype, normalize) -> None:
-    """Read tensor `name` from each input once; write every candidate's merged tensor."""
+def _layout(loader: LazyTensorLoader, out_dtype: torch.dtype | None) -> list[TensorSpec]:
+    """Every output tensor's name, shape and dtype, read from the base's safetensors headers."""
+    by_dtype = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    specs = []
+    for name, shard in loader.index.tensor_paths.items():
+        path = os.path.join(loader.index.base_path, shard)
+        if not path.endswith(".safetensors"):
+            raise BaiMergeError(f"bai-sweep reads safetensors checkpoints only, got {path}")
+        with safe_open(path, "pt") as handle:
+            view = handle.get_slice(name)
+            dtype = by_dtype[view.get_dtype()]
+            shape = tuple(view.get_shape())
+        specs.append(TensorSpec(name, shape, out_dtype if dtype.is_floating_point and out_dtype
+                                else dtype))
+    return specs
+
+
+def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype, normalize) -> None:
+    """Read tensor `spec.name` from each input once; stream every candidate's chunks out."""
     tensors = []
     for _, loader in sources:
-        tensor = loader.get_tensor(name)
+        tensor = loader.get_tensor(spec.name)
         tensors.append(tensor.to(in_dtype) if in_dtype is not None else tensor)
     base, others = tensors[0], tensors[1:]
-    if not base.is_floating_point():
+    if not base.is_floating_point() or base.numel() == 0:
         for writer in writers:
-            writer.save_tensor(name, base, clone=True)
+            writer.write(spec.name, base.to(spec.dtype))
         return
-    ratios = [(c.weights, c.base_weight) for c in cands]
-    merged = bai_merge_grid(base, others, ratios, normalize, out_dtype or base.dtype)
-    # A NaN/Inf input reaches every output (0 * NaN is NaN): checking one output suffices.
-    if not bool(torch.isfinite(merged[0].sum())):
-        bad = [str(ref) for (ref, _), t in zip(sources, tensors) if not torch.isfinite(t).all()]
-        where = ", ".join(bad) if bad else "the weighted sum overflowed"
-        raise BaiMergeError(f"NaN/Inf in input tensor {name!r}: {where}")
-    for tensor, writer in zip(merged, writers):
-        writer.save_tensor(name, tensor)
+    for _, _, chunks in bai_merge_chunks(base, others, ratios, normalize, spec.dtype):
+        # A NaN/Inf input reaches every output (0 * NaN is NaN): one chunk sum checks it.
+        if not bool(torch.isfinite(chunks[0].sum())):
+            bad = [str(ref) for (ref, _), t in zip(sources, tensors)
+                   if not torch.isfinite(t).all()]
+            where = ", ".join(bad) if bad else "the weighted sum overflowed"
+            raise BaiMergeError(f"NaN/Inf in input tensor {spec.name!r}: {where}")
+        for writer, chunk in zip(writers, chunks):
+            writer.write(spec.name, chunk)
 
 
 def _finish_dir(tmp: Path, final: Path, recipe: dict, cand: Candidate, plan, config) -> None:

@@ -30,7 +30,7 @@ def build_models(root: Path, hidden: int, layers: int, vocab: int) -> dict[str, 
     """Random bf16 Qwen2 checkpoints sharing one config and a small tokenizer."""
     from transformers import AutoTokenizer, Qwen2Config
 
-    from bai_mergekit.toy_models import write_tokenizer
+    from bai_demo.toy_models import write_tokenizer
 
     paths = {r: root / r for r in ROLES}
     if all((p / "model.safetensors").exists() for p in paths.values()):

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from bai_mergekit.toy_models import TinySpec, write_tiny_family
+from bai_demo.toy_models import TinySpec, write_tiny_family
 
 BIN = Path(sys.executable).parent
 SPEC = TinySpec(num_hidden_layers=3)

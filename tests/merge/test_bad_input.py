@@ -11,7 +11,7 @@ from conftest import SPEC, bai_config, leftovers, mergekit_yaml
 from safetensors.torch import load_file, save_file
 
 from bai_mergekit.errors import BaiMergeError
-from bai_mergekit.toy_models import write_tiny_family
+from bai_demo.toy_models import write_tiny_family
 
 
 def refused(cfg, out, *needles):

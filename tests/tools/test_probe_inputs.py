@@ -118,7 +118,7 @@ def test_candidate_names_and_think_open_detection():
 def test_tokenizer_without_chat_template_is_a_clear_error(tmp_path):
     from transformers import AutoTokenizer
 
-    from bai_mergekit.toy_models import write_tokenizer
+    from bai_demo.toy_models import write_tokenizer
     from bai_tools.generation import GenerationError, render_prompts
 
     tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))

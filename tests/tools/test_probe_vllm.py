@@ -29,7 +29,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
     """Run the real CLI once on two candidates; returns (report, png path, stdout, family)."""
-    from bai_mergekit.toy_models import write_tiny_family
+    from bai_demo.toy_models import write_tiny_family
 
     root = tmp_path_factory.mktemp("probe")
     family = write_tiny_family(root / "family")

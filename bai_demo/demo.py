@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bai_mergekit.toy_models import FAMILY_ROLES, write_smollm_family
+from bai_demo.toy_models import FAMILY_ROLES, write_smollm_family
 
 LOG = logging.getLogger(__name__)
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"

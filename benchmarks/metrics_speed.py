@@ -2,7 +2,7 @@
 
 Run: python benchmarks/metrics_speed.py [--responses 8192] [--max-len 16384] [--repeats 5]
      [--threads 1]
-Needs openrlhf importable; without flash-attn (CPU) it uses the test-only shim in tests/shims.
+Needs openrlhf importable; without flash-attn (CPU) it uses the CPU-mode shim in openrlhf_patches/cpu_shims.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     sys.path.insert(0, repo)
     if importlib.util.find_spec("flash_attn") is None:  # CPU machine: test-only shim
-        sys.path.insert(0, os.path.join(repo, "tests", "shims"))
+        sys.path.insert(0, os.path.join(repo, "openrlhf_patches", "cpu_shims"))
     from openrlhf.trainer.ppo_trainer import BasePPOTrainer
 
     from openrlhf_patches.config import BaiConfig

@@ -1,28 +1,37 @@
 """Thin, version-guarded wrappers around OpenRLHF 0.11.2's PPO trainer methods (no copied code).
 
 `install()` is the Ray `worker_process_setup_hook`: it reads BAI_* env vars and patches
-`BasePPOTrainer` as soon as `openrlhf.trainer.ppo_trainer` is imported in that process.
+`BasePPOTrainer` (and the Ray actor classes built on it) as soon as
+`openrlhf.trainer.ppo_trainer` is imported in that process; with BAI_CPU=1 it first applies the
+CPU mode (`cpu_mode.py`).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import importlib.metadata
+import json
 import logging
+import os
 import sys
 from typing import Any
 
 from . import SUPPORTED_OPENRLHF
 from .config import BaiConfig
-from .monitor import BaiMonitor, think_close_ids_from_tokenizer
+from .monitor import BaiMonitor, kl_is_computed, think_close_ids_from_tokenizer
+from .post_import import when_imported
 
 logger = logging.getLogger("bai")
 
-__all__ = ["install", "patch_trainer_class", "BaiEarlyStop", "TARGET_MODULE", "STATE_KEY"]
+__all__ = ["install", "patch_trainer_class", "patch_ray_actor_class", "BaiEarlyStop",
+           "TARGET_MODULE", "STATE_KEY", "STOP_FILE"]
 
 TARGET_MODULE = "openrlhf.trainer.ppo_trainer"
+# the async trainer module defines its own Ray actor class on the same base
+TARGET_MODULES = (TARGET_MODULE, "openrlhf.trainer.ppo_trainer_async")
 STATE_KEY = "bai_monitor"
+CPU_ENV = "BAI_CPU"  # "1": bai-train --bai.cpu (see cpu_mode.py)
+STOP_FILE = "bai_stop.json"  # written beside bai_metrics.jsonl when --bai.stop_on_collapse fires
 _PATCHED_FLAG = "_bai_patched"
 _warned_version = False
 
@@ -66,7 +75,8 @@ def _monitor(trainer: Any) -> BaiMonitor:
         args = getattr(trainer, "args", None)
         n = getattr(getattr(args, "rollout", None), "n_samples_per_prompt", 1)
         mon = BaiMonitor(config, jsonl_path=jsonl, think_close_ids=ids,
-                         samples_per_prompt=n if isinstance(n, int) else 1)
+                         samples_per_prompt=n if isinstance(n, int) else 1,
+                         log_kl=kl_is_computed(args))
         trainer.__dict__["_bai_monitor"] = mon
         logger.info("bai: metrics -> %s", jsonl)
     return mon
@@ -107,11 +117,53 @@ def _wrap_save_logs(original):
         result = original(self, global_step, logs_dict, client_states)
         if mon is not None and mon.stop_requested:
             mon.stop_requested = False
-            logger.error("bai: stopping the run at step %s (--bai.stop_on_collapse)", global_step)
-            raise BaiEarlyStop(f"Sequence Length Collapse detected at step {global_step}")
+            raise BaiEarlyStop(_early_stop(self, mon, global_step))
         return result
 
     return save_logs_and_checkpoints
+
+
+def collapse_evidence(mon: BaiMonitor, step: int) -> str:
+    """One line naming the step and what the length detector saw there."""
+    det = mon.length
+    parts = [f"Sequence Length Collapse at step {det.onset_step or step}"]
+    if det.last_ratio is not None and det.baseline:
+        parts.append(f"smoothed mean response length {det.last_ratio * det.baseline:.1f} tokens"
+                     f" = {det.last_ratio:.2f} x baseline {det.baseline:.1f}"
+                     f" (threshold {1 - mon.config.collapse_drop:.2f})")
+    return ": ".join(parts)
+
+
+def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
+    """Save the actor of this step (HF format), flush the loggers, record why; the message."""
+    evidence = collapse_evidence(mon, step)
+    logger.error("bai: %s; stopping the run (--bai.stop_on_collapse)", evidence)
+    args = getattr(trainer, "args", None)
+    out_dir = getattr(getattr(args, "ckpt", None), "output_dir", None)
+    saved = None
+    try:
+        import ray
+
+        ray.get(trainer.actor_model_group.async_run_method(method_name="save_model"))
+        saved = os.path.abspath(out_dir) if out_dir else None
+    except Exception as exc:
+        _guard(trainer, "actor save on early stop", exc)
+    for name in ("tensorboard_logger", "wandb_logger"):
+        log = getattr(trainer, name, None)
+        if log is not None:
+            try:
+                log.close()
+            except Exception as exc:
+                _guard(trainer, f"{name} close on early stop", exc)
+    record = {"step": step, "evidence": evidence, "actor_dir": saved,
+              "reason": "length_collapse"}
+    try:
+        path = os.path.join(os.path.dirname(mon.jsonl_path or ""), STOP_FILE)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+    except Exception as exc:
+        _guard(trainer, "early-stop record", exc)
+    return evidence + (f"; actor saved to {saved}" if saved else "")
 
 
 def _wrap_restore(original):
@@ -164,35 +216,61 @@ def patch_trainer_class(cls: type) -> bool:
     return True
 
 
+def _ray_actor_classes(module: Any, base: type) -> list[Any]:
+    """Ray ActorClass objects in `module` whose class derives from `base` (e.g. PPOTrainer)."""
+    found = []
+    for value in list(vars(module).values()):
+        try:
+            cls = value.__ray_metadata__.modified_class
+        except Exception:
+            continue
+        if isinstance(cls, type) and issubclass(cls, base):
+            found.append(value)
+    return found
+
+
+def patch_ray_actor_class(actor_class: Any, base: type) -> list[str]:
+    """Point Ray's actor class at the patched `base` methods; the names it re-pointed.
+
+    `@ray.remote class PPOTrainer(BasePPOTrainer)` is built while its module executes: Ray's
+    `_inject_tracing_into_class` copies every inherited method into
+    `__ray_metadata__.modified_class` as a wrapper of the function as it was then, and that class
+    is shipped by value to the worker. A wrapper of an unpatched method is dropped here, so the
+    lookup falls through to `base`, and Ray's own tracing wrapper is put back around the patched
+    method.
+    """
+    cls = actor_class.__ray_metadata__.modified_class
+    fixed = []
+    for name in _WRAPPERS:
+        current = cls.__dict__.get(name)
+        if current is None or not getattr(current, "__ray_tracing_wrapped__", False):
+            continue
+        patched = getattr(base, name)
+        if getattr(current, "__wrapped__", None) is patched:
+            continue
+        delattr(cls, name)  # now resolves to base's patched method
+        fixed.append(name)
+    if fixed:
+        try:
+            from ray.util.tracing.tracing_helper import _inject_tracing_into_class
+
+            _inject_tracing_into_class(cls)  # re-wrap exactly as Ray does (tracing kept)
+        except Exception as exc:  # tracing is optional; the patched methods are reached anyway
+            logger.info("bai: Ray tracing wrappers not restored: %r", exc)
+    return fixed
+
+
 def _patch_module(module: Any) -> bool:
     try:
-        return patch_trainer_class(module.BasePPOTrainer)
+        base = module.BasePPOTrainer
+        if not patch_trainer_class(base):
+            return False
+        for actor_class in _ray_actor_classes(module, base):
+            patch_ray_actor_class(actor_class, base)
+        return True
     except Exception as exc:
-        logger.warning("bai: could not patch %s: %r", TARGET_MODULE, exc)
+        logger.warning("bai: could not patch %s: %r", module.__name__, exc)
         return False
-
-
-class _PostImportPatcher(importlib.abc.MetaPathFinder):
-    """Patches TARGET_MODULE right after it executes, so workers that never import it pay
-    nothing."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET_MODULE:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                exec_module = spec.loader.exec_module
-
-                def _exec_and_patch(module, _exec=exec_module):
-                    _exec(module)
-                    _patch_module(module)
-
-                spec.loader.exec_module = _exec_and_patch
-                return spec
-        return None
 
 
 def _ensure_log_handler() -> None:
@@ -213,15 +291,16 @@ def install() -> bool:
     """
     try:
         _ensure_log_handler()
+        if os.environ.get(CPU_ENV) == "1":
+            from .cpu_mode import install as install_cpu_mode
+
+            install_cpu_mode()
         if BaiConfig.from_env().disable:
             return False
         if not version_ok():
             return False
-        module = sys.modules.get(TARGET_MODULE)
-        if module is not None:
-            return _patch_module(module)
-        if not any(isinstance(f, _PostImportPatcher) for f in sys.meta_path):
-            sys.meta_path.insert(0, _PostImportPatcher())
+        for name in TARGET_MODULES:
+            when_imported(name, _patch_module)
         return True
     except Exception as exc:
         logger.warning("bai: hooks not installed: %r", exc)

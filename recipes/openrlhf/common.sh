@@ -11,12 +11,19 @@
 # NNODES=<n> on the head, then run the recipe there: bai-train's ray.init joins the cluster
 # and its worker setup hook (the BAI metrics) reaches every node; openrlhf_patches must be
 # installed on every node.
+#
+# CPU smoke test (CPU_SMOKE=1): the same recipe through `bai-train --bai.cpu` on a CPU-only
+# machine: one logical GPU per role, one vLLM engine, no colocation, ZeRO-0, eager attention,
+# gloo weight sync. It checks the recipe end to end (merge, data, reward, OpenRLHF's loop, the
+# BAI metrics) with a tiny actor; it says nothing about GPU memory or speed. See the README.
 set -euo pipefail
 
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$RECIPES_DIR/../.." && pwd)"
 
+: "${CPU_SMOKE:=0}"            # 1: bai-train --bai.cpu smoke test on a CPU-only machine
 : "${NNODES:=1}"
+if [[ "$CPU_SMOKE" == "1" ]]; then : "${NGPUS:=1}"; fi
 : "${NGPUS:=8}"                # GPUs per node
 : "${VLLM_TP:=1}"              # vLLM tensor parallel size
 : "${PROMPT_DATA:=zhuzilin/dapo-math-17k}"   # any prompts+labels set; math labels for the rule reward
@@ -67,6 +74,18 @@ colocated_args() {
     --ds.attn_implementation flash_attention_2
 }
 
+# CPU smoke test placement: one process per role, nothing colocated (see the header).
+cpu_args() {
+  printf '%s\0' --bai.cpu \
+    --ref.num_nodes 1 --ref.num_gpus_per_node 1 --actor.num_nodes 1 --actor.num_gpus_per_node 1 \
+    --vllm.num_engines 1 --vllm.tensor_parallel_size 1 --vllm.sync_backend gloo \
+    --vllm.enforce_eager --ds.zero_stage 0 --ds.param_dtype bf16 --ds.attn_implementation eager
+}
+
+placement_args() {
+  if [[ "$CPU_SMOKE" == "1" ]]; then cpu_args; else colocated_args; fi
+}
+
 data_args() {
   printf '%s\0' \
     --data.prompt_dataset "$PROMPT_DATA" --data.input_key "$INPUT_KEY" \
@@ -81,6 +100,7 @@ output_args() {
   printf '%s\0' \
     --ckpt.output_dir "$SAVE_ROOT/$name" --ckpt.path "$SAVE_ROOT/$name/ckpt" \
     --ckpt.save_steps "${SAVE_STEPS:-50}" --ckpt.load_enable --ckpt.save_hf \
+    --logger.logging_steps 1 \
     --logger.tensorboard_dir "$SAVE_ROOT/$name/tensorboard" --logger.wandb.run_name "$name"
   if [[ -n "${WANDB_API_KEY:-}" ]]; then
     printf '%s\0' --logger.wandb.key "$WANDB_API_KEY" --logger.wandb.project "${WANDB_PROJECT:-bai}"

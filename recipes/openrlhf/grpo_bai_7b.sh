@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ensure_actor "$ACTOR" "$MERGE_CONFIG"
 ACTOR="$(local_abspath "$ACTOR")"
 
-{ colocated_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
+{ placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
   --actor.model_name_or_path "$ACTOR" \
   --reward.remote_url "$REWARD_PY" \
   --algo.advantage.estimator group_norm \

@@ -43,7 +43,7 @@ fi
 
 CRITIC_INIT="$(local_abspath "$CRITIC_INIT")"
 
-{ colocated_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
+{ placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
   --actor.model_name_or_path "$ACTOR" \
   --critic.model_name_or_path "$CRITIC_INIT" \
   --critic.num_nodes "$NNODES" --critic.num_gpus_per_node "$NGPUS" \

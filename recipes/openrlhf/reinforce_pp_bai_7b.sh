@@ -22,7 +22,7 @@ else
   REWARD_ARGS=(--reward.remote_url "$REWARD_PY")
 fi
 
-{ colocated_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
+{ placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
   --actor.model_name_or_path "$ACTOR" \
   "${REWARD_ARGS[@]}" \
   --algo.advantage.estimator reinforce_baseline \

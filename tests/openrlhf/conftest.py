@@ -1,11 +1,11 @@
-"""Test setup: the CPU flash-attn shim goes on sys.path only when flash_attn is not importable."""
+"""Test setup: the CPU-mode flash-attn stand-in goes on sys.path when flash_attn is missing."""
 
 import importlib.util
 import os
 import sys
 
-SHIMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shims")
-REPO = os.path.dirname(os.path.dirname(SHIMS))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 
 if importlib.util.find_spec("flash_attn") is None:
     sys.path.insert(0, SHIMS)

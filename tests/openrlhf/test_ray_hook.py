@@ -12,7 +12,7 @@ from openrlhf_patches.config import BaiConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SHIMS = os.path.join(REPO, "tests", "shims")
+SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 
 
 def test_worker_setup_hook_patches_trainer_in_workers():

@@ -6,7 +6,7 @@ import sys
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
-SHIMS = os.path.join(TESTS, "shims")
+SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 
 if importlib.util.find_spec("flash_attn") is None and SHIMS not in sys.path:
     sys.path.insert(0, SHIMS)

@@ -1,4 +1,4 @@
-"""TEST-ONLY flash_attn.utils.distributed.all_gather stand-in (torch.distributed, CPU)."""
+"""CPU-mode stand-in: flash_attn.utils.distributed.all_gather over torch.distributed."""
 
 import torch
 

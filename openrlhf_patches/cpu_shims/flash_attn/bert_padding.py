@@ -1,4 +1,4 @@
-"""TEST-ONLY pure-torch versions of flash_attn.bert_padding helpers (CPU, no kernels)."""
+"""CPU-mode stand-in: pure-torch flash_attn.bert_padding helpers (no kernels, never on GPU)."""
 
 import torch
 from einops import rearrange  # noqa: F401  (re-exported, as flash_attn does)

@@ -1,1 +1,0 @@
-"""TEST-ONLY flash_attn.utils package stand-in."""

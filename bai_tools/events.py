@@ -15,6 +15,11 @@ DETECTORS: dict[str, tuple[type, str, str]] = {
     "length_collapse": (LengthCollapseDetector, "length_mean", "collapse"),
     "reward_hockey_stick": (RewardHockeyStickDetector, "reward_mean", "hockey"),
 }
+# report section -> the 0/1 flag the training hooks log for it (1 while the episode is open)
+LOGGED_FLAGS: dict[str, str] = {
+    "length_collapse": "bai/detector/length_collapse",
+    "reward_hockey_stick": "bai/detector/reward_dip",
+}
 CONTRACT_KEYS: dict[str, tuple[str, ...]] = {
     "length_collapse": ("detected", "onset_step", "min_ratio", "min_step", "recovered_step"),
     "reward_hockey_stick": ("detected", "onset_step", "min_step", "depth", "recovery_step"),
@@ -66,13 +71,43 @@ def _normalize(section: str, summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def logged_state(run: RunLog, prefix: str, step: int) -> dict[str, float]:
+    """Detector state the training hooks logged at `step` (keys without `prefix`)."""
+    return {
+        key[len(prefix):]: values[step]
+        for key, values in run.series.items()
+        if key.startswith(prefix) and step in values
+    }
+
+
+def _disagreement(section: str, run: RunLog, active: Mapping[int, bool]) -> str | None:
+    """One line when the flag the run logged differs from the replay at some step."""
+    logged = run.series.get(LOGGED_FLAGS[section], {})
+    bad = [s for s in sorted(active) if s in logged and (logged[s] >= 0.5) != active[s]]
+    if not bad:
+        return None
+    first = bad[0]
+    return (
+        f"{run.name}: {section}: the run logged {LOGGED_FLAGS[section]} = {logged[first]:g} "
+        f"at step {first} but this replay says {int(active[first])} ({len(bad)} of "
+        f"{sum(s in logged for s in active)} logged steps disagree; the training may have "
+        "used other thresholds than this report)"
+    )
+
+
 def replay(
     run: RunLog, params: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Feed each watched curve step by step to a fresh detector; return their summaries.
+    """Feed each watched curve step by step to a detector; return their summaries.
 
-    Each summary gets `logged` (whether the curve exists), `source_key` (the log key used)
-    and `warnings` (the detector's messages, in order).
+    The detector starts fresh, unless the first row of the curve carries the detector state
+    the training hooks log (`bai/detector/length_*`, `bai/detector/reward_*` with a complete
+    baseline, as in the log of a resumed run): then it continues from that state (the
+    training's baseline, onset and minimum) and replays the later rows. Each summary gets
+    `logged` (whether the curve exists), `source_key` (the log key used), `warnings` (the
+    detector's messages, in order), `seeded_from_step` (the row whose logged state was used,
+    or None), `logged_agrees` (whether the flag the run logged matches the replay at every
+    step; None when no flag was logged) and, when it does not, `disagreement` (one line).
     """
     params = params or {}
     events: dict[str, dict[str, Any]] = {}
@@ -80,11 +115,24 @@ def replay(
         detector = cls(**dict(params.get(section, {})))
         steps, values = run.curve(curve)
         warnings: list[str] = []
+        active: dict[int, bool] = {}
+        seeded = None
+        if steps and detector.load_logged_state(logged_state(run, cls.LOG_PREFIX, steps[0])):
+            seeded = steps[0]
+            active[seeded] = detector.active
+            steps, values = steps[1:], values[1:]
         for step, value in zip(steps, values, strict=True):
             warnings.extend(detector.update(step, value))
+            active[step] = detector.active
         summary = _normalize(section, detector.summary())
-        summary["logged"] = bool(steps)
+        summary["logged"] = bool(active)
         summary["source_key"] = run.curve_key(curve)
         summary["warnings"] = warnings
+        summary["seeded_from_step"] = seeded
+        disagreement = _disagreement(section, run, active)
+        flag_logged = bool(run.series.get(LOGGED_FLAGS[section]))
+        summary["logged_agrees"] = (disagreement is None) if flag_logged else None
+        if disagreement:
+            summary["disagreement"] = disagreement
         events[section] = summary
     return events

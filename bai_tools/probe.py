@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,60 @@ from typing import Any
 from tqdm import tqdm
 
 from bai_tools.generation import Generation, GenerationError, SamplingSettings, generate_vllm
-from bai_tools.probe_summary import summarize_samples
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+from openrlhf_patches.config import check_threshold
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-probe"
+TRACEBACK_ENV = "BAI_TRACEBACK"
 Generator = Callable[..., Generation]
 
 
 def fail(message: str) -> SystemExit:
     """A one-line error for the terminal, exit status 1."""
-    return SystemExit(f"{PROG}: error: {message}")
+    return SystemExit(f"{PROG}: error: {' '.join(str(message).splitlines())}")
+
+
+def traceback_wanted(verbose: bool = False) -> bool:
+    """-v/--verbose or BAI_TRACEBACK=1 (any value but "" and "0") shows tracebacks."""
+    return verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+
+
+def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = ()) -> Path:
+    """Refuse an output path before any sampling: wrong suffix (when `suffixes` is given),
+    an existing directory, or a parent that is a file. Missing parents are created later."""
+    path = Path(path)
+    if path.is_dir():
+        raise fail(f"{flag} {path}: is a directory; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise fail(f"{flag} {path}: must end in {' or '.join(suffixes)}, got "
+                   f"{path.suffix or 'no suffix'!r}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise fail(f"{flag} {path}: {parent} is not a directory")
+            break
+    return path
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Reject bad sampling / bucket settings before any engine starts (one line each)."""
+    for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
+        if value < 1:
+            raise fail(f"{name} must be >= 1, got {value}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise fail(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if not math.isfinite(args.top_p) or not 0.0 < args.top_p <= 1.0:
+        raise fail(f"--top-p must be in (0, 1], got {args.top_p}")
+    try:
+        check_threshold("bucket_width", args.bucket_width, "--bucket-width")
+        check_threshold("num_buckets", args.num_buckets, "--num-buckets")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if args.json_out:
+        check_out_path(args.json_out, "--json-out")
+    if args.png_out:
+        check_out_path(args.png_out, "--png-out", (".png",))
 
 
 def check_model_dir(path: Path) -> Path:
@@ -60,6 +105,8 @@ def run_probe(
         prompts = load_prompts(prompts_path, input_key=input_key)
     except PromptFileError as exc:
         raise fail(str(exc)) from None
+    from bai_tools.probe_summary import summarize_samples  # torch: only once input is checked
+
     conversations = [p.messages for p in prompts]
     references = [p.reference for p in prompts]
     candidates = []
@@ -187,19 +234,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png-out", type=Path, help="write a comparison figure (PNG)")
     p.add_argument("--no-samples", dest="include_samples", action="store_false",
                    help="leave per-sample token ids and texts out of the JSON")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bai-probe`."""
+    """Entry point of `bai-probe`: every failure ends in one `bai-probe: error:` line (exit
+    1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
-    for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
-        if value < 1:
-            raise fail(f"{name} must be >= 1")
+    show = traceback_wanted(args.verbose)
+    try:
+        return _run(args)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise fail("interrupted") from None
+    except (ValueError, OSError) as exc:
+        if show:
+            traceback.print_exc()
+        raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
+        if show:
+            traceback.print_exc()
+        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
+        raise fail(f"{type(exc).__name__}: {exc}{hint}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_settings(args)
     for model in args.models:
         check_model_dir(model)
     settings = SamplingSettings(
@@ -225,13 +291,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_table(report), flush=True)
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        try:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            message = f"--json-out {args.json_out}: cannot write ({exc.strerror or exc})"
+            raise fail(message) from None
         print(f"wrote {args.json_out}", file=sys.stderr)
     if args.png_out:
         from bai_tools.plots import plot_probe
 
-        plot_probe(report, args.png_out)
+        try:
+            plot_probe(report, args.png_out)
+        except OSError as exc:
+            raise fail(f"--png-out {args.png_out}: cannot write ({exc.strerror or exc})") from None
         print(f"wrote {args.png_out}", file=sys.stderr)
     return 0
 

@@ -53,11 +53,22 @@ def load_prompts(path: Path, input_key: str = "prompt") -> list[ProbePrompt]:
     if not path.is_file():
         raise PromptFileError(f"{path}: prompt file not found")
     prompts: list[ProbePrompt] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise PromptFileError(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        for number, raw_line in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw_line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise PromptFileError(
+                    f"{where}: not UTF-8 text (invalid byte 0x{raw_line[exc.start]:02x} at byte "
+                    f"{exc.start + 1} of the line)"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:

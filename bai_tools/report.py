@@ -5,21 +5,49 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bai_tools.events import DETECTORS, replay, tunable_params
 from bai_tools.runlog import RunLog, RunLogError, load_runs
+from openrlhf_patches.config import DETECTOR_PARAMS, RULES, check_detector_kwargs
 
 PROG = "bai-report"
 LOG = logging.getLogger(__name__)
+TRACEBACK_ENV = "BAI_TRACEBACK"
+# report section -> detector kind in openrlhf_patches.config.check_detector_kwargs
+_KINDS = {"length_collapse": "length", "reward_hockey_stick": "reward"}
 
 
 def fail(message: str) -> SystemExit:
     """A one-line error for the terminal, exit status 1."""
-    return SystemExit(f"{PROG}: error: {message}")
+    return SystemExit(f"{PROG}: error: {' '.join(str(message).splitlines())}")
+
+
+def traceback_wanted(verbose: bool = False) -> bool:
+    """-v/--verbose or BAI_TRACEBACK=1 (any value but "" and "0") shows tracebacks."""
+    return verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+
+
+def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = (".png",)) -> Path:
+    """Refuse an output path before any work: wrong suffix, an existing directory, or a
+    parent that is a file. Missing parent folders are fine (created when writing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: must end in {' or '.join(suffixes)}, got "
+                         f"{path.suffix or 'no suffix'!r}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {path}: {parent} is not a directory")
+            break
+    return path
 
 
 def _flag(prefix: str, name: str) -> str:
@@ -42,31 +70,38 @@ def build_parser() -> argparse.ArgumentParser:
     for section, (cls, curve, prefix) in DETECTORS.items():
         group = p.add_argument_group(f"{cls.__name__} (watches {curve}; {section})")
         for name, (kind, default) in tunable_params(cls).items():
+            rule = RULES[DETECTOR_PARAMS[_KINDS[section]][name]][2]
             kwargs: dict[str, Any] = {"dest": f"{prefix}__{name}", "default": default,
-                                      "help": f"default: {default}",
+                                      "help": f"{rule}; default: {default}",
                                       "metavar": kind.__name__.upper()}
             if kind is bool:
                 kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes", "on")
             else:
                 kwargs["type"] = kind
             group.add_argument(_flag(prefix, name), **kwargs)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1)")
     return p
 
 
 def detector_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Detector constructor kwargs from the parsed flags."""
+    """Detector constructor kwargs from the parsed flags, checked by the rules `bai-train`
+    applies (openrlhf_patches.config): ValueError naming the flag and the bad value."""
     params: dict[str, dict[str, Any]] = {}
     for section, (cls, _, prefix) in DETECTORS.items():
-        params[section] = {
-            name: getattr(args, f"{prefix}__{name}") for name in tunable_params(cls)
-        }
+        names = list(tunable_params(cls))
+        kwargs = {name: getattr(args, f"{prefix}__{name}") for name in names}
+        flags = {name: _flag(prefix, name) for name in names}
+        params[section] = check_detector_kwargs(_KINDS[section], kwargs, flags)
     return params
 
 
 def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
-    """One element of the `--json` output's "runs" list."""
+    """One element of the `--json` output's "runs" list; `warnings` gathers the log's data
+    problems and every disagreement between the flags the run logged and the replay."""
     steps = run.steps
+    warnings = list(run.warnings)
+    warnings += [ev["disagreement"] for ev in events.values() if ev.get("disagreement")]
     return {
         "name": run.name,
         "source": str(run.source),
@@ -75,6 +110,7 @@ def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
         "first_step": steps[0] if steps else None,
         "last_step": steps[-1] if steps else None,
         **events,
+        "warnings": warnings,
     }
 
 
@@ -93,6 +129,8 @@ def describe(entry: Mapping[str, Any]) -> str:
         )
     else:
         text = f"not detected (minimum {lc['min_ratio']:.2f}x baseline)"
+    if lc.get("seeded_from_step") is not None:
+        text += f" (continued from the detector state logged at step {lc['seeded_from_step']})"
     lines.append(f"  Sequence Length Collapse [{lc['source_key']}]: {text}")
     if not hs["logged"]:
         text = "no reward curve logged"
@@ -109,6 +147,8 @@ def describe(entry: Mapping[str, Any]) -> str:
         )
     else:
         text = "not detected"
+    if hs.get("seeded_from_step") is not None:
+        text += f" (continued from the detector state logged at step {hs['seeded_from_step']})"
     lines.append(f"  Reward Hockey Stick [{hs['source_key']}]: {text}")
     return "\n".join(lines)
 
@@ -128,15 +168,14 @@ def build_report(
                                                          (params or {}).items()}}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bai-report`."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+def _run(args: argparse.Namespace) -> int:
     params = detector_params(args)
-    try:
-        runs, report = build_report(args.runs, params)
-    except ValueError as exc:  # a detector rejecting its thresholds
-        raise fail(str(exc)) from None
+    if args.out:
+        check_out_path(args.out, "--out")
+    runs, report = build_report(args.runs, params)
+    for entry in report["runs"]:
+        for warning in entry["warnings"]:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -145,9 +184,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         from bai_tools.plots import plot_report
 
-        plot_report(runs, [{k: e[k] for k in DETECTORS} for e in report["runs"]], args.out)
+        try:
+            plot_report(runs, [{k: e[k] for k in DETECTORS} for e in report["runs"]], args.out)
+        except OSError as exc:
+            raise fail(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bai-report`: every failure ends in one `bai-report: error:` line
+    (exit 1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    show = traceback_wanted(args.verbose)
+    try:
+        return _run(args)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise fail("interrupted") from None
+    except (RunLogError, ValueError, OSError) as exc:
+        if show:
+            traceback.print_exc()
+        raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if show:
+            traceback.print_exc()
+        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
+        raise fail(f"internal error: {type(exc).__name__}: {exc}{hint}") from None
 
 
 if __name__ == "__main__":

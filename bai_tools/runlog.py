@@ -36,6 +36,7 @@ class RunLog:
     source: Path
     kind: str
     series: dict[str, dict[int, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def steps(self) -> list[int]:
@@ -67,24 +68,67 @@ def _number(value: object) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _kind(value: object) -> str:
+    """How a value that is not a finite number reads in a warning."""
+    if value is None:
+        return "null"
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return str(float(value))  # nan, inf, -inf
+    names = {bool: "boolean", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+class _Skipped:
+    """Per-key count of values that are not finite numbers, for one warning line per key."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, list] = {}  # key -> [count, first location, kinds]
+
+    def add(self, key: str, value: object, where: str) -> None:
+        entry = self.keys.setdefault(key, [0, where, []])
+        entry[0] += 1
+        kind = _kind(value)
+        if kind not in entry[2]:
+            entry[2].append(kind)
+
+    def messages(self, source: Path, unit: str) -> list[str]:
+        return [
+            f"{source}: {key!r}: {count} {unit}{'s' if count > 1 else ''} with a value that is "
+            f"not a finite number ({', '.join(kinds)}; first at {where}), ignored"
+            for key, (count, where, kinds) in self.keys.items()
+        ]
+
+
 def read_jsonl(path: Path, name: str | None = None) -> RunLog:
-    """Parse bai_metrics.jsonl: one object per step with an integer `step`; last write wins."""
+    """Parse bai_metrics.jsonl: one object per step with an integer `step`; last write wins.
+
+    Values that are not finite numbers (strings, null, NaN, ...) are ignored with one warning
+    per key in `RunLog.warnings`; a file that is not UTF-8 is an error naming file and line.
+    """
     run = RunLog(name or _jsonl_name(path), path, "jsonl")
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise RunLogError(f"{path}: cannot read ({exc.strerror})") from None
+    skipped = _Skipped()
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw_line in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw_line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise RunLogError(
+                    f"{where}: not UTF-8 text (invalid byte 0x{raw_line[exc.start]:02x} at byte "
+                    f"{exc.start + 1} of the line)"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 if not line.endswith("\n") and run.series:
                     # the last row of a run killed mid-write: keep what was logged before it
-                    LOG.warning("%s: skipping a partial last line", where)
+                    run.warnings.append(f"{where}: skipping a partial last line")
                     continue
                 raise RunLogError(f"{where}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
@@ -95,11 +139,16 @@ def read_jsonl(path: Path, name: str | None = None) -> RunLog:
             if not isinstance(step, int) or isinstance(step, bool):
                 raise RunLogError(f"{where}: missing or non-integer 'step'")
             for key, raw in record.items():
+                if key in ("step", "global_step"):
+                    continue
                 value = _number(raw)
-                if value is not None and key not in ("step", "global_step"):
+                if value is None:
+                    skipped.add(key, raw, f"line {number}")
+                else:
                     run.series.setdefault(normalize_key(key), {})[step] = value
     if not run.series:
         raise RunLogError(f"{path}: no metrics logged (empty file?)")
+    run.warnings.extend(skipped.messages(path, "row"))
     return run
 
 
@@ -126,13 +175,17 @@ def read_tensorboard(log_dir: Path, name: str | None = None) -> RunLog:
     except Exception as exc:  # noqa: BLE001 - tensorboard raises assorted errors on bad files
         raise RunLogError(f"{log_dir}: unreadable TensorBoard events ({exc})") from None
     run = RunLog(name or log_dir.name, log_dir, "tensorboard")
+    skipped = _Skipped()
     for tag in acc.Tags().get("scalars", []):
         for event in acc.Scalars(tag):
             value = _number(event.value)
-            if value is not None:
+            if value is None:
+                skipped.add(tag, event.value, f"step {int(event.step)}")
+            else:
                 run.series.setdefault(normalize_key(tag), {})[int(event.step)] = value
     if not run.series:
         raise RunLogError(f"{log_dir}: no scalar metrics in the TensorBoard events")
+    run.warnings.extend(skipped.messages(log_dir, "event"))
     return run
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
+
+from .config import check_detector_kwargs
 
 __all__ = ["LengthCollapseDetector", "RewardHockeyStickDetector"]
 
@@ -12,10 +15,6 @@ class _Baseline:
     """Mean/std of the first `steps` values, then an EMA of every value (O(1) state)."""
 
     def __init__(self, steps: int, ema: float) -> None:
-        if steps < 1:
-            raise ValueError("baseline_steps must be >= 1")
-        if not 0.0 < ema <= 1.0:
-            raise ValueError("ema must be in (0, 1] (weight of the newest value; 1 = no smoothing)")
         self.steps = steps
         self.ema = ema
         self.n = 0
@@ -60,6 +59,31 @@ class _Baseline:
         sm = state["smoothed"]
         self.smoothed = None if sm is None else float(sm)
 
+    def seed(self, mean: float, std: float, smoothed: float) -> None:
+        """A complete baseline with this mean and sample std, and this smoothed value."""
+        self.n = self.steps
+        self.total = mean * self.steps
+        var = std * std * (self.steps - 1) if self.steps > 1 else 0.0
+        self.total_sq = var + self.total * self.total / self.steps
+        self.smoothed = smoothed
+
+
+def _logged(**values: float | int | None) -> dict[str, float]:
+    """Floats for a metrics logger; unknown (None / non-finite) values are left out."""
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def _get(state: Mapping[str, Any], key: str) -> float | None:
+    value = state.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _step(state: Mapping[str, Any], key: str) -> int | None:
+    value = _get(state, key)
+    return None if value is None else int(value)
+
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
@@ -70,10 +94,14 @@ class LengthCollapseDetector:
 
     Baseline: mean of the first `baseline_steps` values. Smoothing: EMA with weight `ema` on
     the newest value (seeded with the first value). Onset: first step (after the baseline is
-    complete and not later than `max_onset_step`, if set) with smoothed/baseline < 1 - drop.
-    Recovery: first later step with smoothed/baseline >= `recover`. One episode is tracked:
-    after a recovery the detector does not re-arm. Non-finite values are ignored.
+    complete and, when `max_onset_step` > 0, not later than it; 0 = any step) with
+    smoothed/baseline < 1 - drop. Recovery: first later step with smoothed/baseline >=
+    `recover` (>= 1 - drop). One episode is tracked: after a recovery the detector does not
+    re-arm. Non-finite values are ignored. Thresholds are checked by
+    `openrlhf_patches.config.check_detector_kwargs` (ValueError naming the argument).
     """
+
+    LOG_PREFIX = "bai/detector/length_"
 
     def __init__(
         self,
@@ -81,14 +109,15 @@ class LengthCollapseDetector:
         baseline_steps: int = 3,
         ema: float = 0.5,
         recover: float = 0.9,
-        max_onset_step: int | None = None,
+        max_onset_step: int = 0,
     ) -> None:
-        if not 0.0 < drop < 1.0:
-            raise ValueError("drop must be in (0, 1)")
-        self.drop = drop
-        self.recover = recover
-        self.max_onset_step = max_onset_step
-        self._base = _Baseline(baseline_steps, ema)
+        kw = check_detector_kwargs("length", {
+            "drop": drop, "baseline_steps": baseline_steps, "ema": ema, "recover": recover,
+            "max_onset_step": max_onset_step})
+        self.drop = kw["drop"]
+        self.recover = kw["recover"]
+        self.max_onset_step = kw["max_onset_step"]
+        self._base = _Baseline(kw["baseline_steps"], kw["ema"])
         self.onset_step: int | None = None
         self.recovered_step: int | None = None
         self.min_ratio: float | None = None
@@ -120,7 +149,7 @@ class LengthCollapseDetector:
             self.min_ratio, self.min_step = ratio, step
         msgs: list[str] = []
         if self.onset_step is None:
-            early = self.max_onset_step is None or step <= self.max_onset_step
+            early = self.max_onset_step == 0 or step <= self.max_onset_step
             if early and ratio < 1.0 - self.drop:
                 self.onset_step = step
                 msgs.append(
@@ -165,6 +194,29 @@ class LengthCollapseDetector:
         self.min_step = state["min_step"]
         self.last_ratio = state.get("last_ratio")
 
+    def logged_state(self) -> dict[str, float]:
+        """What a report needs to continue this detector from a log row (keys without
+        LOG_PREFIX; floats; unknown values left out): baseline, smoothed, onset_step,
+        min_ratio, min_step, recovered_step."""
+        return _logged(baseline=self.baseline, smoothed=self._base.smoothed,
+                       onset_step=self.onset_step, min_ratio=self.min_ratio,
+                       min_step=self.min_step, recovered_step=self.recovered_step)
+
+    def load_logged_state(self, state: Mapping[str, Any]) -> bool:
+        """Continue from `logged_state()` values (e.g. a resumed run's first log row); False,
+        and no change, when they hold no complete baseline."""
+        base, smoothed = _get(state, "baseline"), _get(state, "smoothed")
+        if base is None or smoothed is None:
+            return False
+        self._base.seed(base, 0.0, smoothed)
+        self.last_ratio = smoothed / base if base > 0 else None
+        self.onset_step = _step(state, "onset_step")
+        known = self.onset_step is not None
+        self.recovered_step = _step(state, "recovered_step") if known else None
+        self.min_ratio = _get(state, "min_ratio")
+        self.min_step = _step(state, "min_step")
+        return True
+
 
 class RewardHockeyStickDetector:
     """Fires when the smoothed reward dips clearly below its baseline; reports the recovery.
@@ -177,6 +229,8 @@ class RewardHockeyStickDetector:
     episode is tracked; non-finite values are ignored.
     """
 
+    LOG_PREFIX = "bai/detector/reward_"
+
     def __init__(
         self,
         baseline_steps: int = 3,
@@ -185,10 +239,13 @@ class RewardHockeyStickDetector:
         ema: float = 0.5,
         abs_drop: float = 0.0,
     ) -> None:
-        self.std_mult = std_mult
-        self.rel_drop = rel_drop
-        self.abs_drop = abs_drop
-        self._base = _Baseline(baseline_steps, ema)
+        kw = check_detector_kwargs("reward", {
+            "baseline_steps": baseline_steps, "std_mult": std_mult, "rel_drop": rel_drop,
+            "ema": ema, "abs_drop": abs_drop})
+        self.std_mult = kw["std_mult"]
+        self.rel_drop = kw["rel_drop"]
+        self.abs_drop = kw["abs_drop"]
+        self._base = _Baseline(kw["baseline_steps"], kw["ema"])
         self.onset_step: int | None = None
         self.recovery_step: int | None = None
         self.min_value: float | None = None
@@ -272,3 +329,28 @@ class RewardHockeyStickDetector:
         self.recovery_step = state["recovery_step"]
         self.min_value = state["min_value"]
         self.min_step = state["min_step"]
+
+    def logged_state(self) -> dict[str, float]:
+        """What a report needs to continue this detector from a log row (keys without
+        LOG_PREFIX; floats; unknown values left out): baseline, baseline_std, smoothed,
+        onset_step, min (smoothed minimum during the dip), min_step, recovery_step."""
+        ready = self._base.ready
+        return _logged(baseline=self.baseline, baseline_std=self._base.std if ready else None,
+                       smoothed=self._base.smoothed, onset_step=self.onset_step,
+                       min=self.min_value, min_step=self.min_step,
+                       recovery_step=self.recovery_step)
+
+    def load_logged_state(self, state: Mapping[str, Any]) -> bool:
+        """Continue from `logged_state()` values; False, and no change, without a baseline."""
+        base, smoothed = _get(state, "baseline"), _get(state, "smoothed")
+        if base is None or smoothed is None:
+            return False
+        self._base.seed(base, _get(state, "baseline_std") or 0.0, smoothed)
+        self.onset_step = _step(state, "onset_step")
+        known = self.onset_step is not None
+        self.recovery_step = _step(state, "recovery_step") if known else None
+        self.min_value = _get(state, "min") if known else None
+        self.min_step = _step(state, "min_step") if known else None
+        if known and self.min_value is None:
+            self.min_value, self.min_step = smoothed, self.onset_step
+        return True

@@ -16,7 +16,8 @@ from .jsonl import append_row
 
 logger = logging.getLogger("bai")
 
-__all__ = ["BaiMonitor", "think_close_ids_from_tokenizer", "batch_from_experiences"]
+__all__ = ["BaiMonitor", "think_close_ids_from_tokenizer", "batch_from_experiences",
+           "kl_is_computed"]
 
 JSONL_NAME = "bai_metrics.jsonl"
 
@@ -34,6 +35,25 @@ def think_close_ids_from_tokenizer(tokenizer: Any, token: str = "</think>") -> l
         return []
     unk = getattr(tokenizer, "unk_token_id", None)
     return [] if unk is not None and tid == unk else [int(tid)]
+
+
+def kl_is_computed(args: Any) -> bool:
+    """Whether OpenRLHF 0.11.2 puts a real KL in `Experience.info["kl"]` for these args.
+
+    Its experience maker computes the KL to the reference model only when a reference model
+    exists (`--algo.kl.init_coef` > 0) and the KL is not used as a loss
+    (`--algo.kl.use_loss` off); otherwise `info["kl"]` is zeros. Read defensively: missing
+    args or fields (e.g. a test trainer) count as computed.
+    """
+    kl = getattr(getattr(args, "algo", None), "kl", None)
+    if kl is None:
+        return True
+    if getattr(kl, "use_loss", False) is True:
+        return False
+    coef = getattr(kl, "init_coef", None)
+    if isinstance(coef, int | float) and not isinstance(coef, bool):
+        return coef > 0
+    return True
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
@@ -89,29 +109,27 @@ def batch_from_experiences(
     return out
 
 
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {prefix + key: value for key, value in values.items()}
+
+
 class BaiMonitor:
     """Detectors, JSONL output and error-once bookkeeping for one trainer."""
 
     def __init__(self, config: BaiConfig, jsonl_path: str | None = None,
-                 think_close_ids: Sequence[int] = (), samples_per_prompt: int = 1) -> None:
+                 think_close_ids: Sequence[int] = (), samples_per_prompt: int = 1,
+                 log_kl: bool = True) -> None:
+        """`log_kl=False` leaves `bai/kl/*` out (pass `kl_is_computed(trainer.args)`: with no
+        reference model, or KL as a loss, OpenRLHF's `info["kl"]` is zeros, not a KL).
+        Raises ValueError (naming the `--bai.*` option) for an invalid config."""
+        config.validate()
         self.config = config
         self.samples_per_prompt = samples_per_prompt
         self.jsonl_path = jsonl_path
         self.think_close_ids = list(think_close_ids)
-        self.length = LengthCollapseDetector(
-            drop=config.collapse_drop,
-            baseline_steps=config.baseline_steps,
-            ema=config.ema,
-            recover=config.collapse_recover,
-            max_onset_step=config.collapse_max_onset_step or None,
-        )
-        self.reward = RewardHockeyStickDetector(
-            baseline_steps=config.baseline_steps,
-            std_mult=config.reward_dip_std,
-            rel_drop=config.reward_dip_rel,
-            ema=config.ema,
-            abs_drop=config.reward_dip_abs,
-        )
+        self.log_kl = log_kl
+        self.length = LengthCollapseDetector(**config.length_detector_kwargs())
+        self.reward = RewardHockeyStickDetector(**config.reward_detector_kwargs())
         self.step_counter = 0
         self.stop_requested = False
         self._failed: set[str] = set()
@@ -162,7 +180,7 @@ class BaiMonitor:
                     batch["rewards"], batch["index"] // self.samples_per_prompt)
                 if ratio is not None:
                     out["bai/reward/zero_spread_group_ratio"] = ratio
-            if batch["kl"] is not None:
+            if self.log_kl and batch["kl"] is not None:
                 kl = batch["kl"].to(torch.float64)
                 out["bai/kl/mean"] = float(kl.mean())
                 out["bai/kl/max"] = float(kl.max())
@@ -187,6 +205,7 @@ class BaiMonitor:
                 out["bai/detector/length_collapse"] = float(self.length.active)
                 if self.length.last_ratio is not None:
                     out["bai/detector/length_ratio_smoothed"] = self.length.last_ratio
+                out.update(_prefixed(self.length.LOG_PREFIX, self.length.logged_state()))
         except Exception as exc:
             self.guard("length collapse detector", exc)
         try:
@@ -198,6 +217,7 @@ class BaiMonitor:
                     out["bai/reward/delta_from_init"] = mean_r - self.reward.baseline
                 out["bai/detector/reward_dip"] = float(self.reward.active)
                 out["bai/detector/reward_recovered"] = float(self.reward.recovery_step is not None)
+                out.update(_prefixed(self.reward.LOG_PREFIX, self.reward.logged_state()))
         except Exception as exc:
             self.guard("reward hockey-stick detector", exc)
         return out

@@ -62,6 +62,15 @@ def test_length_immediate_and_late_onset_ignored():
     late = LengthCollapseDetector(ema=1.0, max_onset_step=5)
     assert feed(late, [100] * 10 + [10] * 5) == {}
     assert late.summary()["detected"] is False
+    in_time = LengthCollapseDetector(ema=1.0, max_onset_step=11)
+    assert list(feed(in_time, [100] * 10 + [10] * 5)) == [11]
+
+
+@pytest.mark.parametrize("any_step", [0, None])
+def test_max_onset_step_zero_means_any_step(any_step):
+    det = LengthCollapseDetector(ema=1.0, max_onset_step=any_step)
+    assert det.max_onset_step == 0
+    assert list(feed(det, [100] * 50 + [10])) == [51]
 
 
 def test_baseline_steps_are_not_judged():
@@ -128,10 +137,76 @@ def test_state_round_trip_mid_run(cut):
     assert b_r.summary() == full_r.summary()
 
 
-def test_invalid_parameters():
-    with pytest.raises(ValueError):
-        LengthCollapseDetector(drop=1.5)
-    with pytest.raises(ValueError):
-        LengthCollapseDetector(baseline_steps=0)
-    with pytest.raises(ValueError):
-        RewardHockeyStickDetector(ema=0.0)
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "needle"),
+    [
+        (LengthCollapseDetector, {"drop": 1.5}, "drop must be in (0, 1), got 1.5"),
+        (LengthCollapseDetector, {"drop": 0.0}, "drop must be in (0, 1), got 0.0"),
+        (LengthCollapseDetector, {"drop": float("nan")}, "drop must be a finite number"),
+        (LengthCollapseDetector, {"recover": 0.0}, "recover must be in (0, 1], got 0.0"),
+        (LengthCollapseDetector, {"recover": 1.2}, "recover must be in (0, 1], got 1.2"),
+        (LengthCollapseDetector, {"drop": 0.2, "recover": 0.7}, "recover must be >= 1 - drop"),
+        (LengthCollapseDetector, {"baseline_steps": 0}, "baseline_steps must be >= 1, got 0"),
+        (LengthCollapseDetector, {"baseline_steps": 2.5}, "baseline_steps must be an integer"),
+        (LengthCollapseDetector, {"max_onset_step": -1}, "max_onset_step must be >= 0"),
+        (LengthCollapseDetector, {"ema": float("inf")}, "ema must be a finite number, got inf"),
+        (RewardHockeyStickDetector, {"ema": 0.0}, "ema must be in (0, 1]"),
+        (RewardHockeyStickDetector, {"std_mult": -1.0}, "std_mult must be >= 0, got -1.0"),
+        (RewardHockeyStickDetector, {"rel_drop": float("nan")}, "rel_drop must be a finite"),
+        (RewardHockeyStickDetector, {"abs_drop": "0.1"}, "abs_drop must be a number, got '0.1'"),
+        (RewardHockeyStickDetector, {"baseline_steps": True}, "baseline_steps must be a number"),
+    ],
+)
+def test_invalid_parameters(cls, kwargs, needle):
+    with pytest.raises(ValueError) as info:
+        cls(**kwargs)
+    assert needle in str(info.value)
+
+
+def test_recover_equal_to_one_minus_drop_is_allowed():
+    det = LengthCollapseDetector(drop=0.5, recover=0.5, ema=1.0)
+    fired = feed(det, [100, 100, 100, 40, 50])
+    assert sorted(fired) == [4, 5]
+
+
+def _continue_from_log(cls, values, cut):
+    """Detector A runs `cut` steps; B continues from A's logged_state as a report would."""
+    a = cls()
+    feed(a, values[:cut])
+    logged = json.loads(json.dumps(a.logged_state()))  # what a JSONL row carries
+    assert all(isinstance(v, float) for v in logged.values())
+    b = cls()
+    assert b.load_logged_state(logged) is (a.baseline is not None)
+    if a.baseline is None:
+        b = cls()
+        feed(b, values[:cut])
+    fired = feed(b, values[cut:], start=cut + 1)
+    return b, fired
+
+
+@pytest.mark.parametrize("cut", [3, 4, 5, 7, 9, 12])
+def test_logged_state_continues_like_the_full_run(cut):
+    for cls, values in ((LengthCollapseDetector, COLLAPSE), (RewardHockeyStickDetector, DIP)):
+        full = cls()
+        ref = feed(full, values)
+        b, fired = _continue_from_log(cls, values, cut)
+        assert fired == {s: m for s, m in ref.items() if s > cut}
+        got, want = b.summary(), full.summary()
+        for key in want:
+            assert got[key] == pytest.approx(want[key]), (cls.__name__, cut, key)
+
+
+def test_logged_state_keys_and_unknowns_left_out():
+    det = LengthCollapseDetector()
+    assert det.logged_state() == {}
+    feed(det, [1000, 1000])
+    assert set(det.logged_state()) == {"smoothed"}  # baseline not complete yet
+    assert det.load_logged_state({"smoothed": 1000.0}) is False
+    feed(det, COLLAPSE[2:6], start=3)
+    assert set(det.logged_state()) == {"baseline", "smoothed", "onset_step", "min_ratio",
+                                       "min_step"}
+    rew = RewardHockeyStickDetector()
+    feed(rew, DIP)
+    assert set(rew.logged_state()) == {"baseline", "baseline_std", "smoothed", "onset_step",
+                                       "min", "min_step", "recovery_step"}
+    assert rew.logged_state()["baseline_std"] == pytest.approx(0.02)

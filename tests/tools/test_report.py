@@ -227,3 +227,137 @@ def test_partial_last_line_of_a_killed_run_is_skipped(tmp_path, capsys):
         handle.write('{"step": 41, "bai/respo')  # no newline: the writer was killed
     run = run_json(capsys, str(path))["runs"][0]
     assert run["steps"] == 40 and run["name"] == tmp_path.name
+
+
+def monitor_rows(path: Path, steps, lengths, rewards, state=None):
+    """Run the real training-time BaiMonitor over the curves; returns its final state."""
+    from openrlhf_patches.config import BaiConfig
+    from openrlhf_patches.monitor import BaiMonitor
+
+    mon = BaiMonitor(BaiConfig(), jsonl_path=str(path))
+    if state is not None:
+        mon.load_state_dict(json.loads(json.dumps(state)))  # as OpenRLHF's checkpoint does
+    for step, n, r in zip(steps, lengths, rewards, strict=True):
+        exp = SimpleNamespace(response_length=torch.full((4,), n), truncated=None,
+                              info={"reward": torch.full((4,), r)}, sequences=None,
+                              action_mask=None)
+        mon.compute([exp], step)
+    return mon.state_dict()
+
+
+def test_resumed_run_reports_the_original_onset(tmp_path, capsys):
+    """Issue 10: the log of a resumed run starts collapsed; the report uses the logged state."""
+    lengths, rewards = curves.collapse_lengths(), curves.dip_rewards()
+    cut = 15  # stopped after step 15, resumed with --ckpt.load_enable
+    state = monitor_rows(tmp_path / "first" / "bai_metrics.jsonl", curves.STEPS[:cut],
+                         lengths[:cut], rewards[:cut])
+    monitor_rows(tmp_path / "resumed" / "bai_metrics.jsonl", curves.STEPS[cut:],
+                 lengths[cut:], rewards[cut:], state)
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text((tmp_path / "first" / "bai_metrics.jsonl").read_text()
+                     + (tmp_path / "resumed" / "bai_metrics.jsonl").read_text())
+    full, resumed = run_json(capsys, str(whole), str(tmp_path / "resumed"))["runs"]
+    assert resumed["first_step"] == cut + 1 and resumed["warnings"] == []
+    for section in ("length_collapse", "reward_hockey_stick"):
+        assert full[section]["detected"] and resumed[section]["detected"]
+        assert full[section]["seeded_from_step"] is None
+        assert resumed[section]["seeded_from_step"] == cut + 1
+        assert full[section]["logged_agrees"] is True and resumed[section]["logged_agrees"]
+        for key in ("onset_step", "min_step", "recovered_step", "recovery_step"):
+            assert resumed[section].get(key) == full[section].get(key), (section, key)
+    assert resumed["length_collapse"]["onset_step"] <= cut  # before this log's first row
+    assert resumed["length_collapse"]["min_ratio"] == pytest.approx(
+        full["length_collapse"]["min_ratio"])
+    assert resumed["reward_hockey_stick"]["depth"] == pytest.approx(
+        full["reward_hockey_stick"]["depth"])
+    assert report.main([str(tmp_path / "resumed")]) == 0
+    assert "continued from the detector state logged at step 16" in capsys.readouterr().out
+
+
+def test_logged_flags_that_disagree_with_the_replay_are_reported(tmp_path, capsys):
+    lengths, rewards = curves.collapse_lengths(recover_at=None), curves.healthy_rewards()
+    state = monitor_rows(tmp_path / "a.jsonl", curves.STEPS[:15], lengths[:15], rewards[:15])
+    resumed = tmp_path / "resumed.jsonl"
+    monitor_rows(resumed, curves.STEPS[15:], lengths[15:], rewards[15:], state)
+    # a log without the detector state (e.g. written by an older bai): only the flags remain
+    rows = [json.loads(line) for line in resumed.read_text().splitlines()]
+    old = curves.write_jsonl(tmp_path / "old.jsonl", [
+        {k: v for k, v in r.items() if not k.startswith("bai/detector/length_")
+         or k == "bai/detector/length_collapse"} for r in rows])
+    capsys.readouterr()
+    assert report.main(["--json", str(old)]) == 0
+    captured = capsys.readouterr()
+    run = json.loads(captured.out)["runs"][0]
+    lc = run["length_collapse"]
+    assert not lc["detected"] and lc["seeded_from_step"] is None  # baseline from collapsed rows
+    assert lc["logged_agrees"] is False
+    assert len(run["warnings"]) == 1
+    warning = run["warnings"][0]
+    assert "bai/detector/length_collapse = 1 at step 16 but this replay says 0" in warning
+    assert "25 of 25 logged steps disagree" in warning
+    assert f"bai-report: warning: {warning}" in captured.err.splitlines()
+
+
+def test_non_numeric_values_are_warned_once_per_key(tmp_path, capsys):
+    rows = curves.bai_rows(curves.healthy_lengths(), curves.healthy_rewards())
+    rows[3]["bai/reward/mean"] = "0.5"
+    rows[7]["bai/reward/mean"] = "n/a"
+    rows[9]["bai/response_length/mean"] = float("nan")
+    rows[10]["bai/response_length/mean"] = None
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")  # NaN literal
+    run = run_json(capsys, str(path))["runs"][0]
+    assert sorted(run["warnings"]) == sorted([
+        f"{path}: 'bai/reward/mean': 2 rows with a value that is not a finite number "
+        "(string; first at line 4), ignored",
+        f"{path}: 'bai/response_length/mean': 2 rows with a value that is not a finite number "
+        "(nan, null; first at line 10), ignored",
+    ])
+    assert not run["length_collapse"]["detected"]
+    assert report.main([str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("bai-report: warning: ") for line in err) == 2
+
+
+def test_non_utf8_log_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"step": 1, "x": 1}\n{"step": 2, "caf\xe9": 1}\n')
+    with pytest.raises(SystemExit) as info:
+        report.main([str(path)])
+    assert str(info.value.code) == (
+        f"bai-report: error: {path}:2: not UTF-8 text (invalid byte 0xe9 at byte 17 of the line)")
+
+
+def test_max_onset_step_zero_means_any_step(tmp_path, capsys):
+    late = [1000.0 if s < 30 else 200.0 for s in curves.STEPS]
+    path = curves.write_jsonl(tmp_path / "late.jsonl", curves.bai_rows(late,
+                                                                        curves.healthy_rewards()))
+    for argv in ([], ["--collapse-max-onset-step", "0"], ["--collapse-max-onset-step", "31"]):
+        lc = run_json(capsys, str(path), *argv)["runs"][0]["length_collapse"]
+        assert lc["detected"] and lc["onset_step"] == 31, argv
+    lc = run_json(capsys, str(path), "--collapse-max-onset-step", "30")["runs"][0]
+    assert not lc["length_collapse"]["detected"]
+
+
+@pytest.mark.parametrize(
+    ("make_out", "needle"),
+    [
+        (lambda d: d / "report.txt", "must end in .png, got '.txt'"),
+        (lambda d: d / "report", "must end in .png, got 'no suffix'"),
+        (lambda d: d, "is a directory"),
+        (lambda d: d / "afile" / "sub" / "r.png", "afile is not a directory"),
+    ],
+)
+def test_bad_out_paths_fail_before_reading(logs, tmp_path, make_out, needle):
+    (tmp_path / "afile").write_text("x")
+    out = make_out(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        report.main([str(logs["healthy"]), "--out", str(out)])
+    message = str(info.value.code)
+    assert message.startswith("bai-report: error: --out ") and needle in message
+
+
+def test_out_creates_missing_parents(logs, tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "r.PNG"
+    assert report.main([str(logs["healthy"]), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC

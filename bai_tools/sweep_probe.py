@@ -1,0 +1,419 @@
+"""`bai-sweep-probe`: probe a bai-sweep's candidates and inputs; KL to the reasoning model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import yaml
+
+from bai_tools import probe
+from bai_tools.generation import SamplingSettings, render_prompts
+from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+
+if TYPE_CHECKING:  # torch loads only once the sweep folder and prompts have been checked
+    from bai_tools.policy_kl import PolicyKL, Sequences
+
+LOG = logging.getLogger(__name__)
+PROG = "bai-sweep-probe"
+JSON_NAME, PNG_NAME = "sweep-probe.json", "sweep-probe.png"
+TRACEBACK_ENV = "BAI_TRACEBACK"  # as bai-probe: any value but "" and "0" shows tracebacks
+# The paper's two answers for alpha (arXiv 2509.00309, DESIGN.md section 1).
+PAPER_CHOICES = {"best_benchmarks": [0.1], "most_stable": [0.5, 0.6]}
+
+
+def fail(message: str) -> SystemExit:
+    """A one-line error for the terminal, exit status 1."""
+    return SystemExit(f"{PROG}: error: {' '.join(message.splitlines())}")
+
+
+class SweepProbeError(ValueError):
+    """A sweep folder, input model or prompt file that cannot be probed; one-line message."""
+
+
+@dataclass(frozen=True)
+class SweepCandidate:
+    """One grid point of the sweep, as its folder and ratios."""
+
+    name: str
+    model_dir: Path
+    base_weight: float
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SweepInput:
+    """One input of the recipe: the base, or a non-base (SFT) model."""
+
+    ref: str
+    model_dir: Path
+    role: str  # "base" | "sft" | "reasoning"
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """What a sweep folder holds: candidates, inputs, and which input is the reasoning model."""
+
+    candidates: list[SweepCandidate]
+    inputs: list[SweepInput]
+    reasoning_chosen_by: str
+
+    @property
+    def reasoning(self) -> SweepInput:
+        return next(i for i in self.inputs if i.role == "reasoning")
+
+
+def _model_ref(value: Any) -> tuple[str | None, set[str]]:
+    """(locator, aliases) of an input: a mergekit `models:` entry, a plain string, or a
+    sweep.json input `{"model": yaml name, "path": resolved folder, "hub_id": ...}`."""
+    if isinstance(value, str):
+        return value, {value}
+    if not isinstance(value, dict):
+        return None, set()
+    names = [value.get(k) for k in ("path", "model_dir", "hub_id", "model")]
+    names = [n for n in names if isinstance(n, str)]
+    return (names[0] if names else None), set(names)
+
+
+def resolve_model(ref: str, out_root: Path) -> Path:
+    """A local model folder for `ref`: absolute, or relative to the cwd (as mergekit reads
+    it), the sweep folder or its parent; else a Hugging Face id already in the local cache."""
+    path = Path(ref).expanduser()
+    tries = [path] if path.is_absolute() else [Path.cwd() / path, out_root / path,
+                                               out_root.parent / path]
+    for candidate in tries:
+        if (candidate / "config.json").is_file():
+            return candidate.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        cached = Path(snapshot_download(ref, local_files_only=True))
+        if (cached / "config.json").is_file():
+            return cached
+    except Exception:  # noqa: BLE001 - not an id, or not cached: reported below
+        LOG.debug("%s is not a cached hub model", ref, exc_info=True)
+    raise SweepProbeError(f"input model {ref!r} not found (no local folder with a config.json)")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepProbeError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise SweepProbeError(f"{path}: not a mergekit config")
+    return data
+
+
+def _ratios(entry: dict[str, Any], cfg: dict[str, Any], where: Path) -> tuple[float, list]:
+    params = cfg.get("parameters") or {}
+    alpha = entry.get("base_weight", params.get("base_weight"))
+    weights = entry.get("weights")
+    if weights is None:
+        weights = [(m.get("parameters") or {}).get("weight") for m in cfg.get("models") or []
+                   if isinstance(m, dict)]
+    if not isinstance(alpha, (int, float)) or not weights or not all(
+        isinstance(w, (int, float)) for w in weights
+    ):
+        raise SweepProbeError(f"{where}: no scalar base_weight / weights for this candidate")
+    return float(alpha), [float(w) for w in weights]
+
+
+def choose_reasoning(
+    model_refs: Sequence[str], aliases: dict[str, set[str]], dirs: dict[str, Path],
+    config_source: Any, override: str | None, out_root: Path,
+) -> tuple[str, str]:
+    """(ref of the reasoning model, how it was chosen).
+
+    The `reasoning` override (a path, or an input's folder name or recipe name) wins; else
+    the recipe's `parameters.config_source` when it names a non-base model; else the last
+    listed non-base model.
+    """
+    def match(name: str) -> str | None:
+        for ref in model_refs:
+            if name in aliases[ref] or name == dirs[ref].name:
+                return ref
+        path = Path(name).expanduser()
+        if (path / "config.json").is_file():
+            return next((r for r in model_refs if dirs[r] == path.resolve()), None)
+        try:
+            where = resolve_model(name, out_root)
+        except SweepProbeError:
+            return None
+        return next((r for r in model_refs if dirs[r] == where), None)
+
+    if override is not None:
+        chosen = match(override)
+        if chosen is None:
+            names = ", ".join(dirs[r].name for r in model_refs)
+            raise SweepProbeError(f"--reasoning {override!r} is not a non-base input ({names})")
+        return chosen, "argument"
+    if isinstance(config_source, str):
+        chosen = match(config_source)
+        if chosen is not None:
+            return chosen, "parameters.config_source"
+    return model_refs[-1], "last non-base model"
+
+
+def read_sweep(out_root: Path, reasoning: str | None = None) -> SweepLayout:
+    """Candidates from `sweep.json` (ratios from each folder's mergekit_config.yml where the
+    index lacks them); the inputs and `config_source` from sweep.json's `base_model` /
+    `models` / `config_source` when present, else from the first candidate's
+    mergekit_config.yml."""
+    out_root = Path(out_root)
+    if not out_root.is_dir():
+        raise SweepProbeError(f"sweep folder not found: {out_root}")
+    index_path = out_root / "sweep.json"
+    if not index_path.is_file():
+        raise SweepProbeError(f"no sweep.json in {out_root} (not a bai-sweep output folder)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SweepProbeError(f"{index_path}: invalid JSON ({exc.msg})") from None
+    entries = index.get("candidates") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SweepProbeError(f"{index_path}: no candidates listed")
+    candidates, configs = [], []
+    for entry in entries:
+        folder = next((entry.get(k) for k in ("path", "folder", "name")
+                       if isinstance(entry.get(k), str)), None)
+        if folder is None:
+            raise SweepProbeError(f"{index_path}: a candidate has no folder ('path')")
+        model_dir = Path(folder) if Path(folder).is_absolute() else out_root / folder
+        if not (model_dir / "config.json").is_file():
+            raise SweepProbeError(f"candidate folder missing or incomplete: {model_dir}")
+        cfg_path = model_dir / "mergekit_config.yml"
+        cfg = _read_yaml(cfg_path) if cfg_path.is_file() else {}
+        alpha, weights = _ratios(entry, cfg, model_dir)
+        candidates.append(SweepCandidate(model_dir.name, model_dir, alpha, tuple(weights)))
+        configs.append(cfg)
+    cfg = next((c for c in configs if c), {})
+    base_ref, _ = _model_ref(index.get("base_model"))
+    if base_ref is None:
+        base_ref, _ = _model_ref(cfg.get("base_model"))
+    listed = index.get("models") if isinstance(index.get("models"), list) else cfg.get("models")
+    refs = [_model_ref(m) for m in listed or []]
+    model_refs = [r for r, _ in refs if r]
+    aliases = {r: a for r, a in refs if r}
+    if base_ref is None or not model_refs:
+        raise SweepProbeError(
+            f"{out_root}: cannot tell the inputs (no base_model/models in sweep.json or in "
+            "a candidate's mergekit_config.yml)"
+        )
+    dirs = {ref: resolve_model(ref, out_root) for ref in [base_ref, *model_refs]}
+    source = index.get("config_source")
+    if not isinstance(source, str):
+        source = (cfg.get("parameters") or {}).get("config_source")
+    chosen, how = choose_reasoning(model_refs, aliases, dirs, source, reasoning, out_root)
+    inputs = [SweepInput(base_ref, dirs[base_ref], "base")]
+    seen = {dirs[base_ref]}
+    for ref in model_refs:
+        if dirs[ref] in seen and ref != chosen:
+            continue
+        seen.add(dirs[ref])
+        inputs.append(SweepInput(ref, dirs[ref], "reasoning" if ref == chosen else "sft"))
+    return SweepLayout(candidates, inputs, how)
+
+
+def weight_set_label(weights: Sequence[float]) -> str:
+    """`w=0.5,0.5`: the legend label of one weight set (one line per set in the plot)."""
+    return "w=" + ",".join(f"{w:g}" for w in weights)
+
+
+def _probe_all(dirs: Sequence[Path], prompts: Path, settings: SamplingSettings,
+               input_key: str, generate_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return probe.run_probe(dirs, prompts, settings, input_key=input_key,
+                               generate_kwargs=generate_kwargs, include_samples=True)
+    except SystemExit as exc:  # bai-probe's one-line errors, re-labelled for this tool
+        message = str(exc.code)
+        raise SweepProbeError(message.removeprefix(f"{probe.PROG}: error: ")) from None
+
+
+def reasoning_sequences(reasoning: dict[str, Any], prompts: Path, input_key: str) -> Sequences:
+    """Prompt ids (the reasoning model's chat template) and its sampled response ids."""
+    from transformers import AutoTokenizer
+
+    from bai_tools.policy_kl import Sequences
+
+    conversations = [p.messages for p in load_prompts(prompts, input_key=input_key)]
+    tokenizer = AutoTokenizer.from_pretrained(reasoning["model_dir"])
+    _, prompt_ids = render_prompts(tokenizer, conversations)
+    samples = reasoning["samples"]
+    return Sequences(
+        prompt_ids=tuple(tuple(prompt_ids[s["prompt_index"]]) for s in samples),
+        response_ids=tuple(tuple(s["token_ids"]) for s in samples),
+    )
+
+
+ENTRY_KEYS = ("name", "kind", "role", "model_dir", "base_weight", "weights", "weight_set",
+              "num_samples", "num_prompts", "num_scored", "metrics", "kl_to_reasoning",
+              "kl_from_reasoning")
+
+
+def build_report(
+    out_root: Path, layout: SweepLayout, probed: dict[str, Any], kls: Sequence[PolicyKL],
+    prompts_source: str,
+) -> dict[str, Any]:
+    """The sweep-probe JSON: one entry per candidate then per input (keys ENTRY_KEYS)."""
+    from bai_tools.policy_kl import DEFINITION, ESTIMATOR
+
+    models: list[SweepCandidate | SweepInput] = [*layout.candidates, *layout.inputs]
+    entries = []
+    for model, cand, kl in zip(models, probed["candidates"], kls, strict=True):
+        is_cand = isinstance(model, SweepCandidate)
+        entries.append({
+            "name": cand["name"],
+            "kind": "candidate" if is_cand else "input",
+            "role": None if is_cand else model.role,
+            "model_dir": cand["model_dir"],
+            "base_weight": model.base_weight if is_cand else None,
+            "weights": list(model.weights) if is_cand else None,
+            "weight_set": weight_set_label(model.weights) if is_cand else None,
+            "num_samples": cand["num_samples"],
+            "num_prompts": cand["num_prompts"],
+            "num_scored": cand["num_scored"],
+            "metrics": cand["metrics"],
+            "kl_to_reasoning": kl.kl_to_reasoning,
+            "kl_from_reasoning": kl.kl_from_reasoning,
+        })
+    reasoning = next(e for e in entries if e["role"] == "reasoning")
+    return {
+        "tool": PROG,
+        "sweep_dir": str(out_root),
+        "settings": probed["settings"],
+        "prompts": {**probed["prompts"], "source": prompts_source},
+        "reasoning": {"name": reasoning["name"], "model_dir": reasoning["model_dir"],
+                      "chosen_by": layout.reasoning_chosen_by},
+        "kl": {"estimator": ESTIMATOR, "definition": DEFINITION,
+               "num_samples": reasoning["num_samples"], "num_tokens": kls[0].num_tokens},
+        "paper_choices": PAPER_CHOICES,
+        "entries": entries,
+    }
+
+
+def probe_sweep_dir(
+    out_root: Path,
+    prompts: Path | None,
+    n: int,
+    max_tokens: int,
+    seed: int,
+    *,
+    reasoning: str | None = None,
+    input_key: str = "prompt",
+    generate_kwargs: dict[str, Any] | None = None,
+    kl_device: str | None = None,
+    kl_batch_size: int = 8,
+) -> Path:
+    """Probe every candidate of the sweep in `out_root` and its inputs; write sweep-probe.json
+    and sweep-probe.png there; return the JSON path. Raises SweepProbeError on bad inputs.
+
+    Sampling: bai-probe's (temperature 1, top_p 1, chat template, one vLLM engine at a time,
+    the same `seed` for all). KL: bai_tools.policy_kl (transformers, one model at a time).
+    """
+    from bai_tools.policy_kl import PolicyKL, kl_to_reference
+    from bai_tools.sweep_plot import plot_sweep_probe
+
+    out_root = Path(out_root)
+    if n < 1 or max_tokens < 1:
+        raise SweepProbeError("-n and --max-tokens must be >= 1")
+    layout = read_sweep(out_root, reasoning)
+    prompts_path = Path(prompts) if prompts is not None else default_prompts_path()
+    try:
+        load_prompts(prompts_path, input_key=input_key)
+    except PromptFileError as exc:
+        raise SweepProbeError(str(exc)) from None
+    settings = SamplingSettings(n=n, max_tokens=max_tokens, seed=seed)
+    dirs = [m.model_dir for m in (*layout.candidates, *layout.inputs)]
+    probed = _probe_all(dirs, prompts_path, settings, input_key, generate_kwargs)
+    reasoning_index = len(layout.candidates) + layout.inputs.index(layout.reasoning)
+    seqs = reasoning_sequences(probed["candidates"][reasoning_index], prompts_path, input_key)
+    others = [d for i, d in enumerate(dirs) if i != reasoning_index]
+    try:
+        scored = iter(kl_to_reference(others, layout.reasoning.model_dir, seqs,
+                                      device=kl_device, batch_size=kl_batch_size))
+    except ValueError as exc:  # e.g. a vocabulary that differs from the reasoning model's
+        raise SweepProbeError(str(exc)) from None
+    zero = PolicyKL(0.0, 0.0, seqs.num_tokens)  # the reasoning model against itself
+    kls = [zero if i == reasoning_index else next(scored) for i in range(len(dirs))]
+    report = build_report(out_root, layout, probed, kls,
+                          "bundled math prompts" if prompts is None else str(prompts_path))
+    json_path = out_root / JSON_NAME
+    json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    plot_sweep_probe(report, out_root / PNG_NAME)
+    LOG.info("wrote %s and %s", json_path, out_root / PNG_NAME)
+    return json_path
+
+
+def format_sweep_table(report: dict[str, Any]) -> str:
+    """One row per entry: ratios, the main probe metrics and both KL directions."""
+    cols = [("alpha", "base_weight", "{:g}"), ("weights", "weight_set", "{}"),
+            ("len mean", "bai/response_length/mean", "{:.1f}"),
+            ("clip", "bai/response_length/clip_ratio", "{:.2f}"),
+            ("think closed", "bai/think/closed_ratio", "{:.2f}"),
+            ("reward", "bai/reward/mean", "{:.3f}"),
+            ("KL(C||R)", "kl_to_reasoning", "{:.4f}"), ("KL(R||C)", "kl_from_reasoning", "{:.4f}")]
+    rows = [["model", *(c[0] for c in cols)]]
+    for entry in report["entries"]:
+        row = [entry["name"] if entry["kind"] == "candidate"
+               else f"[{entry['role']}] {entry['name']}"]
+        for _, key, fmt in cols:
+            value = entry.get(key, entry["metrics"].get(key))
+            row.append("-" if value is None else fmt.format(value))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.command(PROG)
+@click.argument("out_root", type=click.Path(path_type=Path))
+@click.option("--prompts", type=click.Path(path_type=Path), default=None,
+              help="JSONL prompt file (default: 16 math prompts shipped with bai).")
+@click.option("--input-key", default="prompt", show_default=True, help="Prompt field name.")
+@click.option("-n", "--n-samples", "n", type=int, default=4, show_default=True,
+              help="Samples per prompt.")
+@click.option("--max-tokens", type=int, default=256, show_default=True,
+              help="Generation limit.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--reasoning", default=None,
+              help="The reasoning input (folder name or path); default: the recipe's "
+              "config_source, else the last non-base model.")
+@click.option("--dtype", default="auto", show_default=True, help="vLLM dtype.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1).")
+def main(out_root: Path, prompts: Path | None, input_key: str, n: int, max_tokens: int,
+         seed: int, reasoning: str | None, dtype: str, verbose: bool) -> None:
+    """Probe every candidate of a bai-sweep OUT_ROOT and its inputs; write sweep-probe.json/.png."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    show = verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+    try:
+        path = probe_sweep_dir(out_root, prompts, n, max_tokens, seed, reasoning=reasoning,
+                               input_key=input_key, generate_kwargs={"dtype": dtype})
+    except SweepProbeError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
+        if show:
+            traceback.print_exc()
+        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
+        raise fail(f"{type(exc).__name__}: {exc}{hint}") from None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    click.echo(format_sweep_table(report))
+    click.echo(f"wrote {path} and {path.with_name(PNG_NAME)}", err=True)
+
+
+if __name__ == "__main__":
+    main()

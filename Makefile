@@ -28,13 +28,36 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest tests
 
+# make demo's training step: the shipped REINFORCE++ recipe in CPU smoke mode on the merged demo
+# actor, 3 steps of 4 bundled math prompts x 4 samples, run from demo-out/ (relative paths)
+DEMO_TRAIN_ENV := CPU_SMOKE=1 SKIP_MERGE=1 ACTOR=bai-actor RUN_NAME=bai-reinforce SAVE_ROOT=runs \
+	PROMPT_DATA=../bai_tools/data/default_prompts.jsonl LABEL_KEY=answer N_SAMPLES=4 \
+	ROLLOUT_BATCH_SIZE=4 TRAIN_BATCH_SIZE=8 PROMPT_MAX_LEN=128 MAX_NEW_TOKENS=96 LR=1e-5 \
+	PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1
+DEMO_TRAIN_ARGS := --algo.kl.init_coef 0 --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
+	--data.max_samples 12 --ckpt.save_steps 1000
+
 demo: setup
 	$(VENV)/bin/bai-demo
 	@echo "[demo] bai-probe: sampling the merged actor and its inputs with vLLM (CPU)"
 	$(VENV)/bin/bai-probe demo-out/base demo-out/instruct demo-out/reasoning demo-out/bai-actor \
 		-n 2 --max-tokens 96 --dtype float32 \
 		--json-out demo-out/probe.json --png-out demo-out/probe.png
-	@echo "[demo] probe plot: demo-out/probe.png  (JSON: demo-out/probe.json)"
+	@echo "[demo] bai-train --bai.cpu: 3 REINFORCE++ steps of demo-out/bai-actor through the shipped"
+	@echo "       recipes/openrlhf/reinforce_pp_bai_7b.sh (OpenRLHF's own loop, vLLM + DeepSpeed on CPU)"
+	rm -rf demo-out/runs/bai-reinforce
+	cd demo-out && $(DEMO_TRAIN_ENV) bash ../recipes/openrlhf/reinforce_pp_bai_7b.sh \
+		$(DEMO_TRAIN_ARGS) > train.log 2>&1 || { tail -40 train.log; exit 1; }
+	$(VENV)/bin/bai-report bai-actor=demo-out/runs/bai-reinforce --out demo-out/train-report.png
+	@echo ""
+	@echo "[demo] artefacts:"
+	@echo "  merged actor (stock mergekit-yaml):  demo-out/bai-actor/ (model card: README.md)"
+	@echo "  probe of the candidates:             demo-out/probe.png, demo-out/probe.json"
+	@echo "  training log (OpenRLHF + bai hooks): demo-out/train.log"
+	@echo "  per-step BAI metrics:                demo-out/runs/bai-reinforce/bai_metrics.jsonl"
+	@echo "  TensorBoard (train/bai/...):         demo-out/runs/bai-reinforce/tensorboard/"
+	@echo "  trained actor (HF format):           demo-out/runs/bai-reinforce/"
+	@echo "  training report:                     demo-out/train-report.png"
 
 bench: bench-merge bench-metrics
 

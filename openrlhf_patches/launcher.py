@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -253,6 +254,15 @@ def _shutdown_ray() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ns, rest = split_argv(argv)
+    cpu = bool(getattr(ns, "bai.cpu"))
+    if importlib.util.find_spec("flash_attn") is None:
+        if not (cpu or ns.help):
+            build_parser().error("OpenRLHF needs flash-attn, which is not installed (GPU: pip "
+                                 "install flash-attn==2.8.3 --no-build-isolation); on a "
+                                 "CPU-only machine add --bai.cpu for a smoke test")
+        from .cpu_mode import ensure_shim_path
+
+        ensure_shim_path()  # CPU only (no flash-attn here): lets OpenRLHF's modules import
     if ns.help:
         build_parser().print_help()
         print("\n===== OpenRLHF 0.11.2 train_ppo_ray options =====\n", flush=True)
@@ -260,7 +270,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cpu = bool(getattr(ns, "bai.cpu"))
     rest = absolutize_paths(rest)
     config = config_from_args(ns, rest)
     try:

@@ -1,0 +1,158 @@
+"""End-to-end fixtures: a tiny BAI family, a shipped recipe run through `bai-train --bai.cpu`.
+
+Every run is a real subprocess (`bash recipes/openrlhf/<recipe>.sh` with CPU_SMOKE=1): stock
+`mergekit-yaml` merges the actor when it is missing, then OpenRLHF's own `train_ppo_ray` runs with
+vLLM (CPU build) generation, DeepSpeed training and the weight sync back to vLLM. Paths handed to
+the recipe are relative to its working folder, as a user's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openrlhf")
+pytest.importorskip("vllm")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+RECIPES = REPO / "recipes" / "openrlhf"
+VENV_BIN = Path(sys.executable).parent
+RUN_TIMEOUT = 900
+RAY_CLUSTER_FILE = Path("/tmp/ray/ray_current_cluster")
+
+MERGE_YAML = """\
+merge_method: bai
+base_model: ./fam/base
+models:
+  - model: ./fam/instruct
+    parameters: {weight: 0.5}
+  - model: ./fam/reasoning
+    parameters: {weight: 0.5}
+parameters:
+  base_weight: 0.5
+tokenizer:
+  source: ./fam/reasoning
+dtype: bfloat16
+"""
+
+
+@dataclass
+class Run:
+    """One finished recipe run."""
+
+    rc: int
+    log: str
+    out_dir: Path
+    seconds: float
+
+    @property
+    def jsonl(self) -> Path:
+        return self.out_dir / "bai_metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.out_dir / "tensorboard"
+
+    def rows(self) -> list[dict]:
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+
+def _ray_pids() -> set[int]:
+    """Pids of Ray's own processes (head, raylet, workers) on this machine."""
+    out = subprocess.run(["pgrep", "-f", r"ray::|raylet|gcs_server|ray/dashboard|"
+                          r"default_worker\.py|log_monitor\.py"],
+                         capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """Working folder of the runs: tiny family, prompts, merge recipe, test rewards."""
+    from bai_demo.toy_models import write_tiny_family
+
+    root = tmp_path_factory.mktemp("e2e")
+    write_tiny_family(root / "fam")
+    with open(root / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for i in range(16):
+            fh.write(json.dumps({"prompt": f"What is {i} + {i}?", "label": str(2 * i)}) + "\n")
+    (root / "merge.yaml").write_text(MERGE_YAML)
+    for name in ("rewards_len.py", "rewards_short.py"):
+        shutil.copy(HERE / name, root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_recipe(workspace):
+    """run_recipe(recipe, run_name, args=[...], **env) -> Run; stops every process it started."""
+
+    def run(recipe: str, run_name: str, args: tuple[str, ...] = (), **env: str) -> Run:
+        before = _ray_pids()
+        full_env = dict(os.environ)
+        full_env.update({
+            "PATH": f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "CPU_SMOKE": "1",
+            "ACTOR": "actor",                 # relative: the recipe's working folder
+            "MERGE_CONFIG": "merge.yaml",
+            "PROMPT_DATA": "prompts.jsonl",
+            "SAVE_ROOT": "runs",
+            "RUN_NAME": run_name,
+            "PROMPT_MAX_LEN": "64",
+            "MAX_NEW_TOKENS": "32",
+            "SAVE_STEPS": "1",
+            "BAI_TEST_ACTOR": str(workspace / "actor"),
+        })
+        full_env.update(env)
+        log_path = workspace / f"{run_name}.log"
+        start = time.monotonic()
+        with open(log_path, "w", encoding="utf-8") as log:
+            proc = subprocess.Popen(["bash", str(RECIPES / recipe), *args], cwd=workspace,
+                                    env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                rc = -9
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                time.sleep(1)
+                _kill(_ray_pids() - before)  # whatever Ray left behind
+        text = log_path.read_text(errors="replace")
+        return Run(rc=rc, log=text, out_dir=workspace / "runs" / run_name,
+                   seconds=time.monotonic() - start)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def stale_ray_cluster_file():
+    """Leave a stale /tmp/ray/ray_current_cluster, as a killed Ray head does; restore after."""
+    saved = RAY_CLUSTER_FILE.read_text() if RAY_CLUSTER_FILE.exists() else None
+    RAY_CLUSTER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RAY_CLUSTER_FILE.write_text("127.0.0.1:1\n")  # nothing listens there
+    yield RAY_CLUSTER_FILE
+    if saved is None:
+        RAY_CLUSTER_FILE.unlink(missing_ok=True)
+    else:
+        RAY_CLUSTER_FILE.write_text(saved)

@@ -1,0 +1,109 @@
+"""The Sequence Length Collapse detector in OpenRLHF's real loop, on an induced collapse.
+
+A TEST-ONLY reward that pays for short answers (`rewards_short.py`) makes the tiny merged actor's
+response length collapse within about 10 REINFORCE++ steps: this demonstrates the detector, not
+the paper's cause of collapse. The control run uses the shipped math reward (no pressure on
+length) for the same number of steps and must stay silent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bai_tools.runlog import read_tensorboard
+from openrlhf_patches.launcher import EXIT_EARLY_STOP
+
+VENV_BIN = Path(sys.executable).parent
+STEPS = 12  # 16 prompts, 4 a step, 3 episodes
+ONSET_WINDOW = range(4, STEPS + 1)
+COLLAPSE = {"N_SAMPLES": "8", "ROLLOUT_BATCH_SIZE": "4", "TRAIN_BATCH_SIZE": "32",
+            "LR": "1e-2", "EPISODES": "3"}
+ARGS = ("--rollout.micro_batch_size", "8", "--train.micro_batch_size", "8",
+        "--algo.kl.init_coef", "0", "--ckpt.save_steps", "1000")
+
+
+def tail(text: str, n: int = 60) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+@pytest.fixture(scope="module")
+def collapse(run_recipe):
+    return run_recipe("reinforce_pp_bai_7b.sh", "collapse", (*ARGS, "--bai.stop_on_collapse"),
+                      REWARD_PY="rewards_short.py", **COLLAPSE)
+
+
+@pytest.fixture(scope="module")
+def control(run_recipe):
+    run = run_recipe("reinforce_pp_bai_7b.sh", "control", ARGS, **COLLAPSE)
+    assert run.rc == 0, tail(run.log)
+    return run
+
+
+def _onset(run) -> int:
+    rows = run.rows()
+    flagged = [r["step"] for r in rows if r.get("bai/detector/length_collapse") == 1]
+    assert flagged, tail(run.log)
+    return flagged[0]
+
+
+def _report(path: Path) -> dict:
+    out = subprocess.run([str(VENV_BIN / "bai-report"), str(path), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["runs"][0]
+
+
+def test_stop_on_collapse_ends_the_run_at_the_onset_step(collapse):
+    assert collapse.rc == EXIT_EARLY_STOP, tail(collapse.log)
+    onset = _onset(collapse)
+    assert onset in ONSET_WINDOW
+    rows = collapse.rows()
+    assert rows[-1]["step"] == onset  # nothing trained after the onset step
+    assert rows[-1]["bai/response_length/ratio_to_init"] < 1.0
+    last = collapse.log.strip().splitlines()[-1]
+    assert last.startswith(f"bai-train: early stop: Sequence Length Collapse at step {onset}: ")
+    assert "x baseline" in last and str(collapse.out_dir) in last
+    assert "Traceback" not in collapse.log.split("early stop")[-1]
+
+
+def test_collapse_warning_was_logged(collapse):
+    onset = _onset(collapse)
+    assert "Sequence Length Collapse" in collapse.log and "WARNING" in collapse.log
+    assert any("bai" in line and "collapse" in line.lower() and "WARNING" in line
+               for line in collapse.log.splitlines()), onset
+
+
+def test_actor_of_the_stopped_step_is_saved_in_hf_format(collapse):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(collapse.out_dir)
+    assert model.config.model_type == "qwen2"
+    record = json.loads((collapse.out_dir / "bai_stop.json").read_text())
+    assert record["step"] == _onset(collapse) and record["actor_dir"] == str(collapse.out_dir)
+
+
+def test_onset_row_in_jsonl_and_tensorboard(collapse):
+    onset = _onset(collapse)
+    tb = read_tensorboard(next(collapse.tensorboard.iterdir()))
+    assert tb.series["bai/detector/length_collapse"][onset] == 1.0
+    assert max(tb.series["bai/detector/length_collapse"]) == onset
+
+
+def test_report_finds_the_same_onset_in_jsonl_and_tensorboard(collapse):
+    onset = _onset(collapse)
+    for path in (collapse.jsonl, collapse.tensorboard):
+        section = _report(path)["length_collapse"]
+        assert section["detected"] is True and section["onset_step"] == onset, path
+
+
+def test_control_run_with_math_reward_stays_silent(control):
+    rows = control.rows()
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert all(r["bai/detector/length_collapse"] == 0 for r in rows)
+    assert "Sequence Length Collapse" not in control.log
+    assert _report(control.jsonl)["length_collapse"]["detected"] is False

@@ -10,6 +10,7 @@ import sys
 _HOOKS = {
     "mergekit.merge_methods.registry": ("bai_mergekit.plugin", "register", False),
     "mergekit.merge": ("bai_mergekit.plugin", "patch_merge_module", True),
+    "mergekit.scripts.run_yaml": ("bai_mergekit.plugin", "patch_run_yaml", True),
 }
 
 
@@ -41,20 +42,42 @@ class _Loader:
 
 
 class _Finder:
-    """A sys.meta_path finder that only answers for the two mergekit modules we extend."""
+    """A sys.meta_path finder that only answers for the mergekit modules we extend.
+
+    It asks the other finders for the real spec; one of them may in turn ask every finder,
+    us included, for the same name: `_busy` (names being resolved, per thread) makes that
+    re-entrant call answer None instead of recursing forever.
+    """
+
+    def __init__(self):
+        self._busy = {}  # thread id -> names this thread is resolving now
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in _HOOKS:
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _Loader(spec.loader, fullname)
-                return spec
-        return None
+        busy = self._busy.setdefault(_thread_id(), set())
+        if fullname in busy:
+            return None
+        busy.add(fullname)
+        try:
+            for finder in list(sys.meta_path):
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    if spec.loader is not None and not isinstance(spec.loader, _Loader):
+                        spec.loader = _Loader(spec.loader, fullname)
+                    return spec
+            return None
+        finally:
+            busy.discard(fullname)
+
+
+def _thread_id():
+    # `_thread` is built in and already imported by the interpreter: no start-up cost.
+    import _thread
+
+    return _thread.get_ident()
 
 
 if not any(isinstance(f, _Finder) for f in sys.meta_path):

@@ -1,1 +1,1 @@
-"""bai-demo: the offline model families and the end-to-end demo (not part of the mergekit plugin)."""
+"""bai-demo: the offline model families and the end-to-end demo (not part of the plugin)."""

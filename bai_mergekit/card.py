@@ -20,7 +20,9 @@ def ratio_summary(config: MergeConfiguration) -> dict[str, Any]:
     """alpha, stage-1 weights and the folded per-model coefficients (None where per-layer)."""
     params = config.parameters or {}
     alpha_setting = params.get("base_weight", 0.5)
-    normalize = bool(params.get("normalize", True))
+    normalize = params.get("normalize", True)
+    if not isinstance(normalize, bool):  # pre-flight refuses this; never guess from a string
+        raise TypeError(f"normalize must be a boolean, got {normalize!r}")
     weights = {
         str(m.model): (m.parameters or {}).get("weight", params.get("weight", 1.0))
         for m in config.models or []

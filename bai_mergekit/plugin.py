@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -11,6 +12,9 @@ from types import ModuleType
 from typing import Any
 
 LOG = logging.getLogger(__name__)
+# The config file mergekit-yaml was given, so the output can never replace it.
+CONFIG_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar("bai_config_file",
+                                                                        default=None)
 
 
 def register() -> None:
@@ -29,11 +33,15 @@ def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *a
     """Pre-flight, merge into a hidden temp dir, fix config and card, then rename into place."""
     from bai_mergekit.card import card_section
     from bai_mergekit.finalize import write_card, write_config
-    from bai_mergekit.output import atomic_directory
+    from bai_mergekit.output import atomic_directory, check_output_location
     from bai_mergekit.preflight import preflight
 
     options = kwargs.get("options", args[0] if args else None)
     plan = preflight(merge_config, kwargs.get("config_source"))
+    protected = plan.local_inputs()
+    if CONFIG_FILE.get():
+        protected.append(("config file", CONFIG_FILE.get()))
+    check_output_location(out_path, protected)
     cache_dir = getattr(options, "transformers_cache", None)
     # run_merge consumes merge_config (it clears `models`): read what we need first.
     section = card_section(merge_config, plan)
@@ -62,6 +70,54 @@ def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def run_yaml_guarded(callback: Callable[..., Any], *args, **kwargs) -> Any:
+    """mergekit-yaml with a bai config: strict recipe, one `Error:` line, signals cleaned up.
+
+    Configs of other methods go to mergekit untouched, except that an unreadable file or YAML
+    that is not a mapping is reported in one line too (the method cannot be known then).
+    """
+    from bai_mergekit.cli import cli_errors
+    from bai_mergekit.errors import BaiMergeError
+    from bai_mergekit.recipe import is_bai_mapping, load_mapping, parse_recipe_text
+
+    config_file = kwargs.get("config_file")
+    verbose = bool(kwargs.get("verbosity"))
+    with cli_errors(verbose):
+        try:
+            with open(config_file, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise BaiMergeError(f"cannot read config file {config_file}: {error}") from None
+        origin = f"config file {config_file}"
+        data = load_mapping(text, origin, unique_keys=False)
+        if "merge_method" not in data:
+            raise BaiMergeError(f"{origin} has no `merge_method:` (e.g. merge_method: bai)")
+    if not is_bai_mapping(data):
+        return callback(*args, **kwargs)
+    with cli_errors(verbose):
+        parse_recipe_text(text, origin)
+        token = CONFIG_FILE.set(os.path.abspath(config_file))
+        try:
+            return callback(*args, **kwargs)
+        finally:
+            CONFIG_FILE.reset(token)
+
+
+def patch_run_yaml(module: ModuleType) -> None:
+    """Called when `mergekit.scripts.run_yaml` has loaded: guard its click command."""
+    command = module.main
+    if getattr(command.callback, "__bai_wrapped__", False):
+        return
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        return run_yaml_guarded(callback, *args, **kwargs)
+
+    guarded.__bai_wrapped__ = True
+    command.callback = guarded
+
+
 def patch_merge_module(module: ModuleType) -> None:
     """Called when `mergekit.merge` has loaded, before run_yaml/multimerge import run_merge."""
     module.run_merge = wrap_run_merge(module.run_merge)
@@ -70,6 +126,8 @@ def patch_merge_module(module: ModuleType) -> None:
 def install() -> None:
     """Explicit activation for processes started without the .pth hook (e.g. `python -S`)."""
     import mergekit.merge
+    import mergekit.scripts.run_yaml
 
     register()
     patch_merge_module(mergekit.merge)
+    patch_run_yaml(mergekit.scripts.run_yaml)

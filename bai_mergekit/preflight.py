@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from mergekit.common import ModelReference
-from mergekit.config import ConditionalParameter, MergeConfiguration
+from mergekit.config import MergeConfiguration
 
 from bai_mergekit.errors import BaiMergeError
-from bai_mergekit.formula import check_base_weight
+from bai_mergekit.inputs import (
+    TensorInfo,
+    check_tensors,
+    implied_tensors,
+    read_model_config,
+    tensor_table,
+)
+from bai_mergekit.recipe import (
+    Recipe,
+    check_identities,
+    load_mapping,
+    parse_recipe,
+    parse_recipe_text,
+    resolve,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -40,93 +51,33 @@ class MergePlan:
     others: tuple[ModelReference, ...]
     config_source: ModelReference
     config_reason: str
+    recipe: Recipe
+    identities: tuple[str, ...] = ()  # resolved identity of base, then each other model
+    tensors: tuple[dict[str, TensorInfo] | None, ...] = ()  # per model, None: not local
+
+    def local_inputs(self) -> list[tuple[str, str]]:
+        """(what, folder) of every local input: an output must never touch them."""
+        refs = [self.recipe.base, *self.recipe.models]
+        if self.recipe.tokenizer_source not in (None, "base", "union"):
+            refs.append(self.recipe.tokenizer_source)
+        found = []
+        for ref in refs:
+            kind, where = resolve(ref)
+            if kind == "path":
+                found.append((f"input model {ref}", where))
+        return found
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses duplicate keys (e.g. two `base_model:` lines)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep=False):
-    seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        value = loader.construct_object(value_node, deep=deep)
-        if key in seen:
-            raise BaiMergeError(
-                f"{key!r} is given twice in the config ({seen[key]!r} and {value!r})"
-            )
-        seen[key] = value
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def check_yaml_source(config_source: str) -> None:
-    """Refuse duplicate keys, which plain YAML loading silently resolves to the last one."""
-    yaml.load(config_source, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-
-
-def _numbers(setting: Any) -> Iterator[Any]:
-    """Every scalar in a mergekit parameter setting (scalars, gradients, filtered lists)."""
-    if isinstance(setting, ConditionalParameter):
-        yield from _numbers(setting.value)
-    elif isinstance(setting, dict) and "value" in setting:
-        yield from _numbers(setting["value"])
-    elif isinstance(setting, list):
-        for item in setting:
-            yield from _numbers(item)
-    else:
-        yield setting
+def read_recipe(config: MergeConfiguration, config_source: str | None = None) -> Recipe:
+    """The strict recipe: from the YAML text when given (mergekit-yaml), else from `config`."""
+    if config_source:
+        return parse_recipe_text(config_source)
+    return parse_recipe(load_mapping(config.to_yaml()))
 
 
 def check_parameters(config: MergeConfiguration) -> None:
-    """Range-check base_weight and every weight; gradients interpolate between checked ends."""
-    params = config.parameters or {}
-    for value in _numbers(params.get("base_weight", 0.5)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BaiMergeError(f"base_weight must be a number in [0, 1], got {value!r}")
-        check_base_weight(value)
-    scalar_weights = []
-    for model in config.models or []:
-        setting = (model.parameters or {}).get("weight", params.get("weight", 1.0))
-        values = list(_numbers(setting))
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BaiMergeError(f"weight of {model.model} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise BaiMergeError(f"weight of {model.model} must be >= 0, got {value!r}")
-        if len(values) == 1:
-            scalar_weights.append(values[0])
-    normalize = params.get("normalize", True)
-    if normalize and scalar_weights and len(scalar_weights) == len(config.models or []):
-        if sum(scalar_weights) == 0:
-            raise BaiMergeError(f"weights must not all be zero, got {scalar_weights}")
-
-
-def _looks_local(path: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else is meant as a filesystem path."""
-    return path.startswith(("/", ".", "~")) or path.count("/") >= 2
-
-
-def check_model_paths(models: list[ModelReference]) -> None:
-    """A local path must exist and hold a config; hub ids are left to mergekit to fetch."""
-    for ref in models:
-        path = ref.model.path
-        if os.path.isdir(path):
-            if not os.path.isfile(os.path.join(path, "config.json")):
-                raise BaiMergeError(f"model directory has no config.json: {path}")
-        elif os.path.exists(path) or _looks_local(path):
-            raise BaiMergeError(f"model path not found: {path}")
-
-
-def _config_dict(ref: ModelReference) -> dict[str, Any]:
-    try:
-        return ref.config().to_dict()
-    except Exception as error:  # transformers raises many types here
-        raise BaiMergeError(f"cannot load the config of {ref}: {error}") from None
+    """Type- and range-check every bai parameter of `config` (see recipe.parse_recipe)."""
+    read_recipe(config)
 
 
 def check_family(configs: dict[ModelReference, dict[str, Any]], base: ModelReference) -> None:
@@ -185,12 +136,15 @@ def choose_config_source(
     config: MergeConfiguration,
     configs: dict[ModelReference, dict[str, Any]],
     others: tuple[ModelReference, ...],
+    ids: dict[str, str] | None = None,
+    names: tuple[str, ...] = (),
 ) -> tuple[ModelReference, str]:
     """`parameters.config_source` if given, else the non-base model with the longest context."""
     wanted = (config.parameters or {}).get("config_source")
     if wanted is not None:
-        for ref in configs:
-            if str(ref) == str(wanted) or ref.model.path == str(wanted):
+        for ref, name in zip(configs, names or [str(r) for r in configs]):
+            same = ids is not None and ids.get(str(wanted)) == ids.get(name)
+            if same or str(ref) == str(wanted) or ref.model.path == str(wanted):
                 return ref, "set by parameters.config_source"
         raise BaiMergeError(f"config_source {wanted!r} is not one of the merged models")
     best = others[-1]
@@ -201,25 +155,70 @@ def choose_config_source(
     return best, f"non-base model with the longest context ({CONTEXT_FIELD}={ctx})"
 
 
+def _hub_error(ref: ModelReference, error: Exception) -> BaiMergeError:
+    first = " ".join(str(error).split())[:300]
+    return BaiMergeError(
+        f"model {ref} is not a local folder and could not be loaded from the Hugging Face "
+        f"hub: {type(error).__name__}: {first}"
+    )
+
+
+def _config_dict(ref: ModelReference, local: bool) -> dict[str, Any]:
+    try:
+        return ref.config().to_dict()
+    except Exception as error:  # transformers raises many types here
+        if not local:
+            raise _hub_error(ref, error) from None
+        raise BaiMergeError(f"cannot load the config of {ref}: {error}") from None
+
+
+def check_implied_tensors(
+    ref: ModelReference, raw_config: dict[str, Any], table: dict[str, TensorInfo]
+) -> None:
+    """Every tensor the model's own config implies must be stored (mergekit's weight list)."""
+    from mergekit.architecture import arch_info_for_config
+
+    try:
+        arch = arch_info_for_config(ref.config())
+    except Exception:  # unknown or odd architecture: mergekit reports it itself
+        arch = None
+    if arch is None:
+        return
+    check_tensors(str(ref), table, implied_tensors(arch.all_weights(ref.config()), raw_config),
+                  raw_config)
+
+
 def preflight(config: MergeConfiguration, config_source: str | None = None) -> MergePlan:
     """Validate a bai merge config; raise BaiMergeError naming the first problem found."""
-    if config_source:
-        check_yaml_source(config_source)
-    if config.base_model is None:
-        raise BaiMergeError("bai needs `base_model:` (the pretrained model the others share)")
-    if config.slices or config.modules:
-        raise BaiMergeError("bai merges whole models: use `models:`, not slices or modules")
+    recipe = read_recipe(config, config_source)
+    ids = check_identities(recipe)
     base = config.base_model
     others = tuple(m.model for m in config.models or [])
-    if base in others:
-        raise BaiMergeError(f"{base} is both base_model and in models: list it once, as base")
-    if not others:
-        raise BaiMergeError("bai needs at least one model besides base_model under `models:`")
-    check_parameters(config)
-    check_model_paths([base, *others])
-    configs = {ref: _config_dict(ref) for ref in (base, *others)}
+    refs = (base, *others)
+    names = (recipe.base, *recipe.models)
+    tables = []
+    for ref, name in zip(refs, names):
+        kind, folder = resolve(name)
+        table = None
+        if kind == "path":
+            if not os.path.isdir(folder):
+                raise BaiMergeError(f"model path is not a folder: {name}")
+            raw_config = read_model_config(folder)
+            table = tensor_table(folder)
+            if table is not None:
+                check_implied_tensors(ref, raw_config, table)
+        tables.append(table)
+    tok = recipe.tokenizer_source
+    if tok is not None and tok in ids and ids[tok].startswith("path:"):
+        if not os.path.isdir(resolve(tok)[1]):
+            raise BaiMergeError(f"tokenizer.source is not a model folder: {tok}")
+    configs = {
+        ref: _config_dict(ref, ids[name].startswith("path:")) for ref, name in zip(refs, names)
+    }
     check_family(configs, base)
     check_vocabulary(config, configs, base)
-    source, reason = choose_config_source(config, configs, others)
+    source, reason = choose_config_source(config, configs, others, ids, names)
     LOG.info("bai: output config from %s (%s)", source, reason)
-    return MergePlan(base=base, others=others, config_source=source, config_reason=reason)
+    return MergePlan(base=base, others=others, config_source=source, config_reason=reason,
+                     recipe=recipe, identities=tuple(ids[n] for n in names),
+                     tensors=tuple(tables))

@@ -2,7 +2,7 @@
 
 Run: python benchmarks/metrics_speed.py [--responses 8192] [--max-len 16384] [--repeats 5]
      [--threads 1]
-Needs openrlhf importable; without flash-attn (CPU) it uses the CPU-mode shim in openrlhf_patches/cpu_shims.
+Needs openrlhf importable; without flash-attn (CPU) it uses openrlhf_patches/cpu_shims.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def workspace(tmp_path_factory) -> Path:
         for i in range(16):
             fh.write(json.dumps({"prompt": f"What is {i} + {i}?", "label": str(2 * i)}) + "\n")
     (root / "merge.yaml").write_text(MERGE_YAML)
-    for name in ("rewards_len.py", "rewards_short.py"):
+    for name in ("rewards_len.py", "rewards_short.py", "rewards_schedule.py"):
         shutil.copy(HERE / name, root / name)
     return root
 

@@ -3,7 +3,8 @@
 A TEST-ONLY reward that pays for short answers (`rewards_short.py`) makes the tiny merged actor's
 response length collapse within about 10 REINFORCE++ steps: this demonstrates the detector, not
 the paper's cause of collapse. The control run uses the shipped math reward (no pressure on
-length) for the same number of steps and must stay silent.
+length) for the same number of steps and must stay silent. A third run feeds a reward schedule
+(a dip, then a recovery) through the same loop to the Reward Hockey Stick detector.
 """
 
 from __future__ import annotations
@@ -33,13 +34,33 @@ def tail(text: str, n: int = 60) -> str:
 
 @pytest.fixture(scope="module")
 def collapse(run_recipe):
-    return run_recipe("reinforce_pp_bai_7b.sh", "collapse", (*ARGS, "--bai.stop_on_collapse"),
+    return run_recipe("reinforce_pp_bai_7b.sh", "collapse",
+                      (*ARGS, "--bai.stop_on_collapse", "--ckpt.save_steps", "1"),
                       REWARD_PY="rewards_short.py", **COLLAPSE)
+
+
+@pytest.fixture(scope="module")
+def resumed(collapse, run_recipe):
+    """The stopped run, resumed from its last checkpoint (the onset step) to the end."""
+    first = collapse.rows()
+    run = run_recipe("reinforce_pp_bai_7b.sh", "collapse",
+                     (*ARGS, "--bai.stop_on_collapse", "--ckpt.save_steps", "1"),
+                     REWARD_PY="rewards_short.py", **COLLAPSE)
+    assert run.rc == 0, tail(run.log)
+    return first, run
 
 
 @pytest.fixture(scope="module")
 def control(run_recipe):
     run = run_recipe("reinforce_pp_bai_7b.sh", "control", ARGS, **COLLAPSE)
+    assert run.rc == 0, tail(run.log)
+    return run
+
+
+@pytest.fixture(scope="module")
+def hockey(run_recipe):
+    run = run_recipe("reinforce_pp_bai_7b.sh", "hockey", ARGS, REWARD_PY="rewards_schedule.py",
+                     **{**COLLAPSE, "N_SAMPLES": "2", "BAI_TEST_SAMPLES_PER_STEP": "8"})
     assert run.rc == 0, tail(run.log)
     return run
 
@@ -107,3 +128,34 @@ def test_control_run_with_math_reward_stays_silent(control):
     assert all(r["bai/detector/length_collapse"] == 0 for r in rows)
     assert "Sequence Length Collapse" not in control.log
     assert _report(control.jsonl)["length_collapse"]["detected"] is False
+
+
+def test_reward_hockey_stick_detected_in_the_real_loop(hockey):
+    rows = hockey.rows()
+    assert [round(r["bai/reward/mean"], 4) for r in rows] == [1.0] * 3 + [0.3] * 3 + [1.2] * 6
+    dip = [r["step"] for r in rows if r["bai/detector/reward_dip"] == 1]
+    assert dip and dip[0] == 4  # smoothed 0.65 < baseline 1.0 - 10 %
+    recovered = [r["step"] for r in rows if r["bai/detector/reward_recovered"] == 1]
+    assert recovered and recovered[0] == 9  # EMA 0.5: 0.79, 0.997, then 1.098 >= 1.0
+    assert "Reward" in hockey.log and "recovered" in hockey.log
+    for path in (hockey.jsonl, hockey.tensorboard):
+        section = _report(path)["reward_hockey_stick"]
+        assert section["detected"] is True, path
+        assert (section["onset_step"], section["min_step"], section["recovery_step"]) == (4, 6, 9)
+        assert section["depth"] == pytest.approx(1.0 - 0.3875, abs=1e-6)
+
+
+def test_resumed_run_keeps_the_episode_and_the_report_finds_the_original_onset(resumed, tmp_path):
+    first, run = resumed
+    onset = first[-1]["step"]
+    assert "detector state restored" in run.log
+    later = [r for r in run.rows() if r["step"] > onset]
+    assert [r["step"] for r in later] == list(range(onset + 1, STEPS + 1))
+    assert all(r["bai/detector/length_collapse"] == 1 for r in later)  # same episode
+    assert all(r["bai/detector/length_onset_step"] == onset for r in later)
+    # the resumed run's own log starts after the onset, with already collapsed lengths
+    log = tmp_path / "resumed" / "bai_metrics.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps(r) + "\n" for r in later))
+    section = _report(log)["length_collapse"]
+    assert section["detected"] is True and section["onset_step"] == onset

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 from bai_demo.toy_models import TinySpec, write_tiny_family
 
 BIN = Path(sys.executable).parent
+# The working tree first: the .pth hook file is copied into site-packages at install time.
+REPO = Path(__file__).resolve().parents[2]
 SPEC = TinySpec(num_hidden_layers=3)
 
 
@@ -58,7 +60,8 @@ class Run:
 
 def run_cli(args: list[str], cwd: Path | None = None) -> Run:
     """Run a console script of this venv in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
         [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env
     )

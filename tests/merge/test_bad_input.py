@@ -10,8 +10,9 @@ import yaml
 from conftest import SPEC, bai_config, leftovers, mergekit_yaml
 from safetensors.torch import load_file, save_file
 
-from bai_mergekit.errors import BaiMergeError
 from bai_demo.toy_models import write_tiny_family
+from bai_mergekit.errors import BaiMergeError
+from bai_mergekit.output import MARKER, write_marker
 
 
 def refused(cfg, out, *needles):
@@ -116,6 +117,7 @@ def test_nan_weight_names_tensor_and_model_and_keeps_previous_output(family, tmp
     out = tmp_path / "o"
     out.mkdir()
     (out / "config.json").write_text("{}")  # a previous, complete output must survive
+    write_marker(out, "mergekit-yaml")  # ... and it is one an earlier merge wrote
     cfg = bai_config(family)
     cfg["models"][1]["model"] = str(odd)
     run = mergekit_yaml(cfg, out)
@@ -123,7 +125,7 @@ def test_nan_weight_names_tensor_and_model_and_keeps_previous_output(family, tmp
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: NaN/Inf in input tensor 'model.layers.2.mlp.up_proj.weight'")
     assert str(odd) in last and "(1 values)" in last
-    assert [p.name for p in out.iterdir()] == ["config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.json"]
     assert leftovers(tmp_path) == []
 
 

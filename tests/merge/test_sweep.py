@@ -62,7 +62,7 @@ def test_each_input_tensor_is_read_once(recipe, tmp_path, monkeypatch):
 
 def test_bad_grid_value_is_refused_before_writing(recipe, tmp_path):
     out = tmp_path / "s"
-    with pytest.raises(BaiMergeError, match=r"base_weight must be in \[0, 1\], got 1.5"):
+    with pytest.raises(BaiMergeError, match=r"base_weight must be a number in \[0, 1\], got 1.5"):
         run_sweep(recipe, out, [0.5, 1.5], [], quiet=True)
     assert not out.exists() or not any(out.iterdir())
 
@@ -72,3 +72,79 @@ def test_wrong_number_of_weights_is_refused(recipe, tmp_path):
     assert run.returncode != 0
     assert run.stderr.strip().splitlines()[-1].startswith("Error: each --weights needs 2 numbers")
     assert leftovers(tmp_path) == []
+
+
+def test_close_grid_values_get_distinct_folders(recipe, tmp_path):
+    paths = run_sweep(recipe, tmp_path / "s", [0.5, 0.5000001], [], quiet=True)
+    assert len({p.name for p in paths}) == 2 and all(p.is_dir() for p in paths)
+    alphas = [yaml.safe_load((p / "mergekit_config.yml").read_text())["parameters"][
+        "base_weight"] for p in paths]
+    assert alphas == [0.5, 0.5000001]
+    index = json.loads((tmp_path / "s" / "sweep.json").read_text())["candidates"]
+    assert [c["base_weight"] for c in index] == [0.5, 0.5000001]
+
+
+def test_candidate_and_its_mergekit_config_give_the_same_model(family, tmp_path):
+    """One parser: an unnormalized recipe stays unnormalized in the sweep and in mergekit-yaml."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    cfg = bai_config(family)
+    cfg["parameters"]["normalize"] = False
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (cand,) = run_sweep(path, tmp_path / "s", [0.4], [(0.2, 0.3)], quiet=True)
+    text = (cand / "mergekit_config.yml").read_text()
+    single = tmp_path / "single"
+    run_merge(MergeConfiguration.model_validate(yaml.safe_load(text)), str(single),
+              options=MergeOptions(quiet=True), config_source=text)
+    got, want = load_model(cand), load_model(single)
+    base, ins, rea = (load_model(family[r]) for r in ("base", "instruct", "reasoning"))
+    key = "model.layers.1.mlp.up_proj.weight"
+    exact = 0.4 * base[key].double() + 0.6 * (0.2 * ins[key] + 0.3 * rea[key]).double()
+    torch.testing.assert_close(got[key].double(), exact, atol=1e-6, rtol=0)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=0, msg=name)
+    index = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert index["tool"] == "bai-sweep" and index["normalize"] is False
+    assert index["base_model"] == {"model": str(family["base"]), "hub_id": None,
+                                   "path": str(family["base"].resolve())}
+    assert [m["path"] for m in index["models"]] == [
+        str(family[r].resolve()) for r in ("instruct", "reasoning")]
+    entry = index["candidates"][0]
+    assert entry["path"] == cand.name and entry["weights"] == [0.2, 0.3]
+    assert entry["weights_normalized"] == [0.2, 0.3]  # normalize: false
+    assert entry["weights_by_model"] == {str(family["instruct"]): 0.2,
+                                         str(family["reasoning"]): 0.3}
+    assert entry["coefficients"]["base"] == 0.4
+
+
+def test_probe_runs_after_the_grid_and_its_failure_is_one_line(recipe, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from click.testing import CliRunner
+
+    from bai_mergekit.sweep import main
+
+    calls = []
+
+    def probe_sweep_dir(out_root, prompts, n, max_tokens, seed):
+        calls.append((out_root, prompts, n, max_tokens, seed,
+                      (out_root / "sweep.json").is_file()))
+        raise RuntimeError("vllm is not installed")
+
+    fake = types.ModuleType("bai_tools.sweep_probe")
+    fake.probe_sweep_dir = probe_sweep_dir
+    monkeypatch.setitem(sys.modules, "bai_tools.sweep_probe", fake)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "1+1?"}\n')
+    out = tmp_path / "s"
+    run = CliRunner().invoke(main, [str(recipe), str(out), "--quiet", "--probe", "--prompts",
+                                    str(prompts), "-n", "2", "--seed", "7"])
+    assert calls == [(out, prompts, 2, 256, 7, True)]
+    assert run.exit_code == 1
+    assert run.output.strip().splitlines()[-1] == (
+        "Error: RuntimeError: vllm is not installed (for the traceback: -v or BAI_TRACEBACK=1)")
+    assert (out / "bai-a0.5-w0.5_0.5" / "model.safetensors").is_file()

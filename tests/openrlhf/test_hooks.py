@@ -21,7 +21,7 @@ from openrlhf_patches.jsonl import read_rows  # noqa: E402
 THINK_ID = 5
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SHIMS = os.path.join(REPO, "tests", "shims")
+SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 
 
 def make_tokenizer(with_think: bool = True):

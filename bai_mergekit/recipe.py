@@ -1,0 +1,320 @@
+"""The one strict reader of `merge_method: bai` recipes, shared by mergekit-yaml and bai-sweep."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from bai_mergekit.errors import BaiMergeError
+
+# Top-level keys mergekit's MergeConfiguration knows (`name` is mergekit-multi's stage name).
+TOP_KEYS = (
+    "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
+    "tokenizer_source", "tokenizer", "chat_template", "name", "slices", "modules",
+)
+GLOBAL_PARAMS = ("weight", "base_weight", "normalize", "config_source")
+MODEL_PARAMS = ("weight",)
+MODEL_KEYS = ("model", "parameters")
+TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
+DTYPES = ("bfloat16", "float16", "float32", "float64")
+DEFAULT_BASE_WEIGHT = 0.5
+DEFAULT_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A checked bai recipe: the raw mapping plus every value the merge math reads, typed."""
+
+    raw: dict[str, Any]
+    base: str
+    models: tuple[str, ...]
+    weights: tuple[Any, ...]  # per model: number, gradient or filtered list (default applied)
+    base_weight: Any
+    normalize: bool
+    config_source: str | None
+    tokenizer_source: str | None
+
+    def scalar_ratios(self) -> tuple[tuple[float, ...], float] | None:
+        """(weights, alpha) when every ratio is one number, else None (per-layer settings)."""
+        if not all(_is_number(w) for w in (*self.weights, self.base_weight)):
+            return None
+        return tuple(float(w) for w in self.weights), float(self.base_weight)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys (e.g. two `base_model:` lines)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep=False):
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        value = loader.construct_object(value_node, deep=deep)
+        if key in seen:
+            raise BaiMergeError(
+                f"{key!r} is given twice in the config ({seen[key]!r} and {value!r})"
+            )
+        seen[key] = value
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def load_yaml(text: str, origin: str = "the config", unique_keys: bool = True) -> Any:
+    """YAML -> Python, refusing duplicate keys; syntax errors become one line naming the spot."""
+    loader = _UniqueKeyLoader if unique_keys else yaml.SafeLoader
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader (subclass)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise BaiMergeError(f"{origin} is not valid YAML{where}: {problem}") from None
+
+
+def load_mapping(text: str, origin: str = "the config", unique_keys: bool = True) -> dict:
+    """The config as a mapping; an empty file, a list or a scalar is refused by name."""
+    data = load_yaml(text, origin, unique_keys)
+    if data is None:
+        raise BaiMergeError(f"{origin} is empty: expected `merge_method: bai`, `base_model:` ...")
+    if not isinstance(data, dict):
+        raise BaiMergeError(
+            f"{origin} must be a mapping (merge_method: ..., base_model: ...), "
+            f"got a {type(data).__name__}: {_short(data)}"
+        )
+    return data
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_unknown(mapping: dict, known: tuple[str, ...], where: str) -> None:
+    for key in mapping:
+        if key not in known:
+            raise BaiMergeError(
+                f"unknown key {key!r} in {where}; known keys: {', '.join(known)}"
+            )
+
+
+def _check_number(value: Any, where: str, low: float, high: float | None) -> None:
+    span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+    if not _is_number(value):
+        raise BaiMergeError(f"{where} must be a number {span}, got {_short(value)}")
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        raise BaiMergeError(f"{where} must be a number {span}, got {value!r}")
+
+
+def _check_scalar_or_gradient(value: Any, where: str, low: float, high: float | None) -> None:
+    if isinstance(value, list):
+        if not value:
+            raise BaiMergeError(f"{where} is an empty list: give a number or a gradient")
+        for item in value:
+            _check_number(item, where, low, high)
+    else:
+        _check_number(value, where, low, high)
+
+
+def check_setting(value: Any, where: str, low: float, high: float | None = None) -> None:
+    """A mergekit parameter setting: a number, a gradient, or a list of {filter, value}."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for item in value:
+            _check_unknown(item, ("filter", "value"), f"a filtered {where}")
+            if "value" not in item:
+                raise BaiMergeError(f"filtered {where} entry {_short(item)} has no `value:`")
+            if "filter" in item and not isinstance(item["filter"], str):
+                raise BaiMergeError(f"filter of {where} must be a string, got "
+                                    f"{_short(item['filter'])}")
+            _check_scalar_or_gradient(item["value"], where, low, high)
+    else:
+        _check_scalar_or_gradient(value, where, low, high)
+
+
+def _model_string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BaiMergeError(f"{where} must be a model path or hub id (a string), got "
+                            f"{_short(value)}")
+    if value.count("+") > 1:
+        raise BaiMergeError(f"{where} {value!r} has more than one '+' (model+lora)")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BaiMergeError(f"{where} must be a mapping, got {_short(value)}")
+    return value
+
+
+def _dtype(raw: dict, key: str) -> None:
+    value = raw.get(key)
+    if value is None and key not in raw:
+        return
+    name = value[len("torch."):] if isinstance(value, str) and value.startswith("torch.") else value
+    if name not in DTYPES:
+        raise BaiMergeError(f"unknown {key} {_short(value)}; known: {', '.join(DTYPES)}")
+
+
+def parse_recipe(raw: dict[str, Any]) -> Recipe:
+    """Check every value of a bai recipe by type and range; raise BaiMergeError on the first."""
+    _check_unknown(raw, TOP_KEYS, "the config")
+    if raw.get("merge_method") != "bai":
+        raise BaiMergeError(f"merge_method must be 'bai', got {_short(raw.get('merge_method'))}")
+    if raw.get("slices") is not None or raw.get("modules") is not None or (
+        "slices" in raw or "modules" in raw
+    ):
+        raise BaiMergeError("bai merges whole models: use `models:`, not slices or modules")
+    if raw.get("base_model") is None:
+        raise BaiMergeError("bai needs `base_model:` (the pretrained model the others share)")
+    base = _model_string(raw["base_model"], "base_model")
+    entries = raw.get("models")
+    if entries is None or entries == []:
+        raise BaiMergeError(
+            "bai needs at least one model besides base_model under `models:`, got "
+            f"{_short(entries)}"
+        )
+    if not isinstance(entries, list):
+        raise BaiMergeError(f"`models:` must be a list of {{model: ...}}, got {_short(entries)}")
+    params = _mapping(raw.get("parameters"), "`parameters:`")
+    _check_unknown(params, GLOBAL_PARAMS, "`parameters:`")
+    default_weight = params.get("weight", DEFAULT_WEIGHT)
+    if "weight" in params:
+        check_setting(default_weight, "parameters.weight", 0.0)
+    models, weights = [], []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            raise BaiMergeError(f"models[{i}] must be a mapping like `- model: {entry}`, "
+                                f"got the string {entry!r}")
+        entry = _mapping(entry, f"models[{i}]")
+        _check_unknown(entry, MODEL_KEYS, f"models[{i}]")
+        name = _model_string(entry.get("model"), f"models[{i}].model")
+        model_params = _mapping(entry.get("parameters"), f"parameters of {name}")
+        _check_unknown(model_params, MODEL_PARAMS, f"parameters of {name}")
+        weight = model_params.get("weight", default_weight)
+        if "weight" in model_params:
+            check_setting(weight, f"weight of {name}", 0.0)
+        models.append(name)
+        weights.append(weight)
+    base_weight = params.get("base_weight", DEFAULT_BASE_WEIGHT)
+    check_setting(base_weight, "base_weight", 0.0, 1.0)
+    normalize = params.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise BaiMergeError(f"normalize must be true or false (a YAML boolean), got "
+                            f"{_short(normalize)}")
+    if normalize and all(_is_number(w) for w in weights) and sum(weights) == 0:
+        raise BaiMergeError(f"weights must not all be zero, got {[float(w) for w in weights]}")
+    config_source = params.get("config_source")
+    if "config_source" in params:
+        config_source = _model_string(config_source, "parameters.config_source")
+    for key in ("dtype", "out_dtype"):
+        _dtype(raw, key)
+    tokenizer_source = None
+    if raw.get("tokenizer") is not None and raw.get("tokenizer_source") is not None:
+        raise BaiMergeError("give either `tokenizer:` or `tokenizer_source:`, not both")
+    if "tokenizer" in raw:
+        tok = _mapping(raw["tokenizer"], "`tokenizer:`")
+        _check_unknown(tok, TOKENIZER_KEYS, "`tokenizer:`")
+        if "source" in tok:
+            tokenizer_source = _model_string(tok["source"], "tokenizer.source")
+    if raw.get("tokenizer_source") is not None:
+        tokenizer_source = _model_string(raw["tokenizer_source"], "tokenizer_source")
+    if raw.get("chat_template") is not None and not isinstance(raw["chat_template"], str):
+        raise BaiMergeError(f"chat_template must be a string, got {_short(raw['chat_template'])}")
+    return Recipe(
+        raw=raw, base=base, models=tuple(models), weights=tuple(weights),
+        base_weight=base_weight, normalize=normalize, config_source=config_source,
+        tokenizer_source=tokenizer_source,
+    )
+
+
+def parse_recipe_text(text: str, origin: str = "the config") -> Recipe:
+    """Strict YAML (no duplicate keys) -> checked Recipe."""
+    return parse_recipe(load_mapping(text, origin))
+
+
+def is_bai_mapping(data: Any) -> bool:
+    """Whether a parsed config asks for `merge_method: bai` (so our rules apply)."""
+    return isinstance(data, dict) and data.get("merge_method") == "bai"
+
+
+# --- model identity --------------------------------------------------------------------------
+
+def model_path(ref: str) -> str:
+    """The model part of a mergekit reference (`model+lora`, `model@revision`)."""
+    path = ref.split("+", 1)[0]
+    if not os.path.exists(path) and "@" in path:
+        path = path.rsplit("@", 1)[0]
+    return path
+
+
+def looks_local(path: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else is meant as a filesystem path."""
+    return (
+        path.startswith(("/", ".", "~")) or path.endswith(("/", os.sep)) or "\\" in path
+        or path.count("/") >= 2 or os.sep != "/" and os.sep in path
+    )
+
+
+def resolve(ref: str) -> tuple[str, str]:
+    """("path", real path with symlinks followed) or ("hub", lower-cased hub id).
+
+    A path-like reference that does not exist is refused here, so it is never tried as a hub id.
+    """
+    path = model_path(ref)
+    expanded = os.path.expanduser(path)
+    if os.path.exists(expanded):
+        return "path", os.path.realpath(expanded)
+    if looks_local(path):
+        raise BaiMergeError(
+            f"model path not found: {path} (resolved to {os.path.abspath(expanded)})"
+        )
+    return "hub", path.lower()
+
+
+def identity(ref: str) -> str:
+    """What a reference points at, for comparisons: `path:<real path>` or `hub:<id>` (+ rest)."""
+    kind, where = resolve(ref)
+    return f"{kind}:{where}{ref[len(model_path(ref)):]}"
+
+
+def check_identities(recipe: Recipe) -> dict[str, str]:
+    """Resolve every model; refuse the base listed again or a model listed twice, by identity."""
+    ids = {recipe.base: identity(recipe.base)}
+    seen: dict[str, str] = {}
+    for ref in recipe.models:
+        ident = identity(ref)
+        ids[ref] = ident
+        if ident == ids[recipe.base]:
+            raise BaiMergeError(
+                f"{ref} is both base_model and in models (as {recipe.base}, both "
+                f"{ident.split(':', 1)[1]}): list it once, as base"
+            )
+        if ident in seen:
+            raise BaiMergeError(
+                f"model listed twice under `models:`: {seen[ident]} and {ref} are both "
+                f"{ident.split(':', 1)[1]}"
+            )
+        seen[ident] = ref
+    for extra in (recipe.config_source, recipe.tokenizer_source):
+        if extra is not None and extra not in ("base", "union") and extra not in ids:
+            ids[extra] = identity(extra)
+    if recipe.config_source is not None:
+        wanted = ids[recipe.config_source]
+        if wanted not in {ids[r] for r in (recipe.base, *recipe.models)}:
+            raise BaiMergeError(
+                f"config_source {recipe.config_source!r} is not one of the merged models"
+            )
+    return ids

@@ -8,48 +8,33 @@ import logging
 import math
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from bai_tools.cli_util import one_line, out_path_problem, run_guarded
 from bai_tools.generation import Generation, GenerationError, SamplingSettings, generate_vllm
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
 from openrlhf_patches.config import check_threshold
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-probe"
-TRACEBACK_ENV = "BAI_TRACEBACK"
 Generator = Callable[..., Generation]
 
 
 def fail(message: str) -> SystemExit:
     """A one-line error for the terminal, exit status 1."""
-    return SystemExit(f"{PROG}: error: {' '.join(str(message).splitlines())}")
-
-
-def traceback_wanted(verbose: bool = False) -> bool:
-    """-v/--verbose or BAI_TRACEBACK=1 (any value but "" and "0") shows tracebacks."""
-    return verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+    return SystemExit(one_line(PROG, message))
 
 
 def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = ()) -> Path:
-    """Refuse an output path before any sampling: wrong suffix (when `suffixes` is given),
-    an existing directory, or a parent that is a file. Missing parents are created later."""
-    path = Path(path)
-    if path.is_dir():
-        raise fail(f"{flag} {path}: is a directory; give a file name")
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise fail(f"{flag} {path}: must end in {' or '.join(suffixes)}, got "
-                   f"{path.suffix or 'no suffix'!r}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise fail(f"{flag} {path}: {parent} is not a directory")
-            break
-    return path
+    """Refuse an output path before any work (see `cli_util.out_path_problem`)."""
+    problem = out_path_problem(path, flag, suffixes)
+    if problem:
+        raise fail(problem)
+    return Path(path)
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -246,22 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
-    show = traceback_wanted(args.verbose)
-    try:
-        return _run(args)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        raise fail("interrupted") from None
-    except (ValueError, OSError) as exc:
-        if show:
-            traceback.print_exc()
-        raise fail(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
-        if show:
-            traceback.print_exc()
-        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
-        raise fail(f"{type(exc).__name__}: {exc}{hint}") from None
+    return run_guarded(PROG, lambda: _run(args), args.verbose)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from bai_tools.cli_util import iter_text_lines
+
 REFERENCE_KEYS = ("answer", "label")
 
 
@@ -53,39 +55,24 @@ def load_prompts(path: Path, input_key: str = "prompt") -> list[ProbePrompt]:
     if not path.is_file():
         raise PromptFileError(f"{path}: prompt file not found")
     prompts: list[ProbePrompt] = []
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise PromptFileError(f"{path}: cannot read ({exc.strerror})") from None
-    with handle:
-        for number, raw_line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw_line.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise PromptFileError(
-                    f"{where}: not UTF-8 text (invalid byte 0x{raw_line[exc.start]:02x} at byte "
-                    f"{exc.start + 1} of the line)"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptFileError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise PromptFileError(f"{where}: expected a JSON object")
-            if input_key not in record:
-                raise PromptFileError(f"{where}: missing field {input_key!r}")
-            reference = next(
-                (record[k] for k in REFERENCE_KEYS if record.get(k) is not None), None
+    for where, line in iter_text_lines(path, PromptFileError):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptFileError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise PromptFileError(f"{where}: expected a JSON object")
+        if input_key not in record:
+            raise PromptFileError(f"{where}: missing field {input_key!r}")
+        reference = next(
+            (record[k] for k in REFERENCE_KEYS if record.get(k) is not None), None
+        )
+        prompts.append(
+            ProbePrompt(
+                messages=_messages(record[input_key], where, input_key),
+                reference=None if reference is None else str(reference),
             )
-            prompts.append(
-                ProbePrompt(
-                    messages=_messages(record[input_key], where, input_key),
-                    reference=None if reference is None else str(reference),
-                )
-            )
+        )
     if not prompts:
         raise PromptFileError(f"{path}: prompt file is empty")
     return prompts

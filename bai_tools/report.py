@@ -5,49 +5,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bai_tools.cli_util import one_line, out_path_problem, run_guarded
 from bai_tools.events import DETECTORS, replay, tunable_params
 from bai_tools.runlog import RunLog, RunLogError, load_runs
 from openrlhf_patches.config import DETECTOR_PARAMS, RULES, check_detector_kwargs
 
 PROG = "bai-report"
 LOG = logging.getLogger(__name__)
-TRACEBACK_ENV = "BAI_TRACEBACK"
 # report section -> detector kind in openrlhf_patches.config.check_detector_kwargs
 _KINDS = {"length_collapse": "length", "reward_hockey_stick": "reward"}
 
 
 def fail(message: str) -> SystemExit:
     """A one-line error for the terminal, exit status 1."""
-    return SystemExit(f"{PROG}: error: {' '.join(str(message).splitlines())}")
-
-
-def traceback_wanted(verbose: bool = False) -> bool:
-    """-v/--verbose or BAI_TRACEBACK=1 (any value but "" and "0") shows tracebacks."""
-    return verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+    return SystemExit(one_line(PROG, message))
 
 
 def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = (".png",)) -> Path:
-    """Refuse an output path before any work: wrong suffix, an existing directory, or a
-    parent that is a file. Missing parent folders are fine (created when writing)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path}: is a directory; give a file name")
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise ValueError(f"{flag} {path}: must end in {' or '.join(suffixes)}, got "
-                         f"{path.suffix or 'no suffix'!r}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{flag} {path}: {parent} is not a directory")
-            break
-    return path
+    """Refuse an output path before any work (see `cli_util.out_path_problem`)."""
+    problem = out_path_problem(path, flag, suffixes)
+    if problem:
+        raise ValueError(problem)
+    return Path(path)
 
 
 def _flag(prefix: str, name: str) -> str:
@@ -197,22 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (exit 1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    show = traceback_wanted(args.verbose)
-    try:
-        return _run(args)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        raise fail("interrupted") from None
-    except (RunLogError, ValueError, OSError) as exc:
-        if show:
-            traceback.print_exc()
-        raise fail(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
-        if show:
-            traceback.print_exc()
-        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
-        raise fail(f"internal error: {type(exc).__name__}: {exc}{hint}") from None
+    return run_guarded(PROG, lambda: _run(args), args.verbose,
+                       expected=(RunLogError, ValueError, OSError))
 
 
 if __name__ == "__main__":

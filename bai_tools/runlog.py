@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bai_tools.cli_util import iter_text_lines
+
 LOG = logging.getLogger(__name__)
 METRICS_FILE = "bai_metrics.jsonl"
 TRAIN_PREFIX = "train/"
@@ -106,46 +108,31 @@ def read_jsonl(path: Path, name: str | None = None) -> RunLog:
     per key in `RunLog.warnings`; a file that is not UTF-8 is an error naming file and line.
     """
     run = RunLog(name or _jsonl_name(path), path, "jsonl")
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise RunLogError(f"{path}: cannot read ({exc.strerror})") from None
     skipped = _Skipped()
-    with handle:
-        for number, raw_line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw_line.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise RunLogError(
-                    f"{where}: not UTF-8 text (invalid byte 0x{raw_line[exc.start]:02x} at byte "
-                    f"{exc.start + 1} of the line)"
-                ) from None
-            if not line.strip():
+    for where, line in iter_text_lines(path, RunLogError):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if not line.endswith("\n") and run.series:
+                # the last row of a run killed mid-write: keep what was logged before it
+                run.warnings.append(f"{where}: skipping a partial last line")
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if not line.endswith("\n") and run.series:
-                    # the last row of a run killed mid-write: keep what was logged before it
-                    run.warnings.append(f"{where}: skipping a partial last line")
-                    continue
-                raise RunLogError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise RunLogError(f"{where}: expected a JSON object")
-            step = record.get("step", record.get("global_step"))
-            if isinstance(step, float) and step.is_integer():
-                step = int(step)
-            if not isinstance(step, int) or isinstance(step, bool):
-                raise RunLogError(f"{where}: missing or non-integer 'step'")
-            for key, raw in record.items():
-                if key in ("step", "global_step"):
-                    continue
-                value = _number(raw)
-                if value is None:
-                    skipped.add(key, raw, f"line {number}")
-                else:
-                    run.series.setdefault(normalize_key(key), {})[step] = value
+            raise RunLogError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise RunLogError(f"{where}: expected a JSON object")
+        step = record.get("step", record.get("global_step"))
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise RunLogError(f"{where}: missing or non-integer 'step'")
+        for key, raw in record.items():
+            if key in ("step", "global_step"):
+                continue
+            value = _number(raw)
+            if value is None:
+                skipped.add(key, raw, f"line {where.rsplit(':', 1)[1]}")
+            else:
+                run.series.setdefault(normalize_key(key), {})[step] = value
     if not run.series:
         raise RunLogError(f"{path}: no metrics logged (empty file?)")
     run.warnings.extend(skipped.messages(path, "row"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import click
 import yaml
 
 from bai_tools import probe
+from bai_tools.cli_util import one_line, run_guarded
 from bai_tools.generation import SamplingSettings, render_prompts
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
 
@@ -24,14 +24,13 @@ if TYPE_CHECKING:  # torch loads only once the sweep folder and prompts have bee
 LOG = logging.getLogger(__name__)
 PROG = "bai-sweep-probe"
 JSON_NAME, PNG_NAME = "sweep-probe.json", "sweep-probe.png"
-TRACEBACK_ENV = "BAI_TRACEBACK"  # as bai-probe: any value but "" and "0" shows tracebacks
 # The paper's two answers for alpha (arXiv 2509.00309, DESIGN.md section 1).
 PAPER_CHOICES = {"best_benchmarks": [0.1], "most_stable": [0.5, 0.6]}
 
 
 def fail(message: str) -> SystemExit:
     """A one-line error for the terminal, exit status 1."""
-    return SystemExit(f"{PROG}: error: {' '.join(message.splitlines())}")
+    return SystemExit(one_line(PROG, message))
 
 
 class SweepProbeError(ValueError):
@@ -397,19 +396,9 @@ def main(out_root: Path, prompts: Path | None, input_key: str, n: int, max_token
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if not verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    show = verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
-    try:
-        path = probe_sweep_dir(out_root, prompts, n, max_tokens, seed, reasoning=reasoning,
-                               input_key=input_key, generate_kwargs={"dtype": dtype})
-    except SweepProbeError as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted") from None
-    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
-        if show:
-            traceback.print_exc()
-        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
-        raise fail(f"{type(exc).__name__}: {exc}{hint}") from None
+    path = run_guarded(PROG, lambda: probe_sweep_dir(
+        out_root, prompts, n, max_tokens, seed, reasoning=reasoning, input_key=input_key,
+        generate_kwargs={"dtype": dtype}), verbose, expected=(SweepProbeError,))
     report = json.loads(path.read_text(encoding="utf-8"))
     click.echo(format_sweep_table(report))
     click.echo(f"wrote {path} and {path.with_name(PNG_NAME)}", err=True)

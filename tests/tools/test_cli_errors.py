@@ -156,6 +156,6 @@ def test_traceback_only_on_request(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as info:
             report.main(argv + extra)
         message = str(info.value.code)
-        assert message.startswith("bai-report: error: internal error: RuntimeError: deliberate bug")
+        assert message.startswith("bai-report: error: RuntimeError: deliberate bug")
         assert "\n" not in message
         assert ("Traceback" in capsys.readouterr().err) is shown

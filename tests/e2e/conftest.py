@@ -67,12 +67,21 @@ class Run:
         return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
 
 
-def _ray_pids() -> set[int]:
-    """Pids of Ray's own processes (head, raylet, workers) on this machine."""
-    out = subprocess.run(["pgrep", "-f", r"ray::|raylet|gcs_server|ray/dashboard|"
-                          r"default_worker\.py|log_monitor\.py"],
-                         capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+def _session_pids(sid: int) -> set[int]:
+    """Pids of the processes in session `sid`: the recipe run and everything it started (Ray
+    head, raylet, workers, vLLM engine processes keep the session of the run)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[3]) == sid:  # state ppid pgrp session ...
+            pids.add(int(entry.name))
+    return pids
 
 
 def _kill(pids: set[int]) -> None:
@@ -104,7 +113,6 @@ def run_recipe(workspace):
     """run_recipe(recipe, run_name, args=[...], **env) -> Run; stops every process it started."""
 
     def run(recipe: str, run_name: str, args: tuple[str, ...] = (), **env: str) -> Run:
-        before = _ray_pids()
         full_env = dict(os.environ)
         full_env.update({
             "PATH": f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}",
@@ -132,12 +140,13 @@ def run_recipe(workspace):
             except subprocess.TimeoutExpired:
                 rc = -9
             finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                time.sleep(1)
-                _kill(_ray_pids() - before)  # whatever Ray left behind
+                # the run's own session only: never another test's or the user's Ray
+                for _ in range(3):
+                    left = _session_pids(proc.pid)
+                    if not left:
+                        break
+                    _kill(left)
+                    time.sleep(1)
         text = log_path.read_text(errors="replace")
         return Run(rc=rc, log=text, out_dir=workspace / "runs" / run_name,
                    seconds=time.monotonic() - start)

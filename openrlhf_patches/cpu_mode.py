@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,9 +61,37 @@ UNSUPPORTED = {
 _installed = False
 
 
+def extensions_dir() -> str:
+    """Where DeepSpeed's JIT-built CPU ops (fused_adam, shm comm) are cached: one folder per
+    Python environment, so two venvs never rebuild, or wait on, each other's builds."""
+    tag = hashlib.sha1(sys.prefix.encode()).hexdigest()[:12]
+    return os.path.join(os.path.expanduser("~"), ".cache", "bai", "torch_extensions", tag)
+
+
+def clear_stale_build_locks(root: str, max_age_s: float = 900.0) -> list[str]:
+    """Remove torch extension `lock` files older than `max_age_s` (a build takes ~2-3 min):
+    a build killed mid-way leaves one, and every later build then waits on it forever."""
+    removed = []
+    if not os.path.isdir(root):
+        return removed
+    now = time.time()
+    for name in os.listdir(root):
+        lock = os.path.join(root, name, "lock")
+        try:
+            if now - os.path.getmtime(lock) > max_age_s:
+                os.remove(lock)
+                removed.append(lock)
+        except OSError:
+            continue
+    for lock in removed:
+        logger.warning("bai: removed a stale torch extension build lock %s", lock)
+    return removed
+
+
 def env_vars() -> dict[str, str]:
     """The environment the CPU mode adds for the driver and the Ray workers."""
-    return {k: os.environ.get(k, v) for k, v in _ENV_DEFAULTS.items()}
+    defaults = dict(_ENV_DEFAULTS, TORCH_EXTENSIONS_DIR=extensions_dir())
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
 
 
 def _flag_values(argv: Sequence[str]) -> dict[str, str | None]:
@@ -233,6 +263,7 @@ def install() -> bool:
         return False
     for key, value in env_vars().items():
         os.environ.setdefault(key, value)
+    clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     ensure_shim_path()
     _patch_torch_cuda()
     when_imported("openrlhf.utils.deepspeed.deepspeed", _patch_deepspeed_strategy)

@@ -268,3 +268,18 @@ def test_recipe_merges_from_an_existing_config(path, tmp_path):
                                                   ACTOR=str(tmp_path / "absent")),
                          capture_output=True, text=True, timeout=60, check=True)
     assert "mergekit-yaml" not in out.stderr
+
+
+def test_stale_extension_build_lock_is_removed_fresh_one_kept(tmp_path, monkeypatch):
+    from openrlhf_patches.cpu_mode import clear_stale_build_locks, extensions_dir
+
+    old, new = tmp_path / "fused_adam" / "lock", tmp_path / "shm" / "lock"
+    for lock in (old, new):
+        lock.parent.mkdir()
+        lock.write_text("")
+    os.utime(old, (1, 1))
+    assert clear_stale_build_locks(str(tmp_path)) == [str(old)]
+    assert not old.exists() and new.exists()
+    first = extensions_dir()
+    monkeypatch.setattr(sys, "prefix", "/some/other/venv")
+    assert extensions_dir() != first  # one build cache per Python environment

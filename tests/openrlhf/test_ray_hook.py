@@ -23,7 +23,8 @@ def test_worker_setup_hook_patches_trainer_in_workers():
     env = launcher.runtime_env(BaiConfig(collapse_drop=0.42))
     shim = "bai-test-shim" in getattr(flash_attn, "__version__", "")
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join([SHIMS, REPO] if shim else [REPO])
-    ray.init(num_cpus=1, include_dashboard=False, runtime_env=env, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=env,
+             log_to_driver=False)  # a new head, whatever other Ray runs here
     try:
         @ray.remote
         def probe():

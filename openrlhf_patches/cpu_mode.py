@@ -146,7 +146,9 @@ class TcpBroadcastGroup:
 
     def broadcast(self, tensor: Any, src: int = 0, stream: Any = None) -> Any:
         if self.pg.rank == src:
-            self.pg.broadcast_obj(tensor.detach().to("cpu").contiguous(), src=src)
+            # clone: a parameter is often a view into one flat DeepSpeed buffer, and pickling a
+            # view pickles the whole storage behind it
+            self.pg.broadcast_obj(tensor.detach().to("cpu").clone(), src=src)
         else:
             tensor.copy_(self.pg.broadcast_obj(None, src=src))
         return tensor

@@ -8,6 +8,7 @@ the recipe are relative to its working folder, as a user's would be.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -112,6 +113,8 @@ def workspace(tmp_path_factory) -> Path:
 def run_recipe(workspace):
     """run_recipe(recipe, run_name, args=[...], **env) -> Run; stops every process it started."""
 
+    calls = itertools.count(1)
+
     def run(recipe: str, run_name: str, args: tuple[str, ...] = (), **env: str) -> Run:
         full_env = dict(os.environ)
         full_env.update({
@@ -129,7 +132,7 @@ def run_recipe(workspace):
             "BAI_TEST_ACTOR": str(workspace / "actor"),
         })
         full_env.update(env)
-        log_path = workspace / f"{run_name}.log"
+        log_path = workspace / f"{next(calls):02d}-{run_name}.log"  # a resume keeps its own
         start = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as log:
             proc = subprocess.Popen(["bash", str(RECIPES / recipe), *args], cwd=workspace,

@@ -14,10 +14,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bai_core.config import check_threshold
 from bai_tools.cli_util import one_line, out_path_problem, run_guarded
 from bai_tools.generation import Generation, GenerationError, SamplingSettings, generate_vllm
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
-from openrlhf_patches.config import check_threshold
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-probe"

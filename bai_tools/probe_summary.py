@@ -1,4 +1,4 @@
-"""Pure summary of one candidate's sampled token ids, through openrlhf_patches.metrics."""
+"""Pure summary of one candidate's sampled token ids, through bai_core.metrics."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Any, Protocol
 
 import torch
 
-from openrlhf_patches.metrics import (
+from bai_core.metrics import (
     compute_response_metrics,
     length_by_outcome,
     think_end_positions,
 )
+from bai_core.scoring import answer_part
 
 LOG = logging.getLogger(__name__)
 Scorer = Callable[[str, str], float]
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class SampleLike(Protocol):
@@ -41,22 +41,15 @@ def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int = 0):
 
 
 def _default_scorer() -> Scorer:
-    from openrlhf_patches.math_reward import score_answer
+    from bai_core.scoring import score_answer
 
     return score_answer
 
 
 def probe_reward(text: str, reference: str, think_open: bool, scorer: Scorer) -> float:
-    """Math reward as openrlhf_patches.math_reward.reward_func gives it in training.
-
-    Only the answer (text after the last `</think>`) is scored; a think block left open
-    (opened by the generation prompt or the response, never closed) earns 0.
-    """
-    if THINK_CLOSE in text:
-        return float(scorer(text.rsplit(THINK_CLOSE, 1)[1], reference))
-    if think_open or THINK_OPEN in text:
-        return 0.0
-    return float(scorer(text, reference))
+    """Math reward as the training reward gives it (bai_core.scoring.answer_part's rule)."""
+    answer = answer_part(text, think_open)
+    return 0.0 if answer is None else float(scorer(answer, reference))
 
 
 def summarize_samples(

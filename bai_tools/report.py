@@ -10,14 +10,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bai_core.config import DETECTOR_PARAMS, RULES, check_detector_kwargs
+from bai_core.events import DETECTORS, replay, tunable_params
 from bai_tools.cli_util import one_line, out_path_problem, run_guarded
-from bai_tools.events import DETECTORS, replay, tunable_params
 from bai_tools.runlog import RunLog, RunLogError, load_runs
-from openrlhf_patches.config import DETECTOR_PARAMS, RULES, check_detector_kwargs
 
 PROG = "bai-report"
 LOG = logging.getLogger(__name__)
-# report section -> detector kind in openrlhf_patches.config.check_detector_kwargs
+# report section -> detector kind in bai_core.config.check_detector_kwargs
 _KINDS = {"length_collapse": "length", "reward_hockey_stick": "reward"}
 
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def detector_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Detector constructor kwargs from the parsed flags, checked by the rules `bai-train`
-    applies (openrlhf_patches.config): ValueError naming the flag and the bad value."""
+    applies (bai_core.config): ValueError naming the flag and the bad value."""
     params: dict[str, dict[str, Any]] = {}
     for section, (cls, _, prefix) in DETECTORS.items():
         names = list(tunable_params(cls))

@@ -8,10 +8,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bai_core.constants import JSONL_NAME
 from bai_tools.cli_util import iter_text_lines
 
 LOG = logging.getLogger(__name__)
-METRICS_FILE = "bai_metrics.jsonl"
+METRICS_FILE = JSONL_NAME
 TRAIN_PREFIX = "train/"
 
 # Canonical curve -> log keys in order of preference (bai hooks first, OpenRLHF's own next).

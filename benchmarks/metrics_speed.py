@@ -80,10 +80,11 @@ def main() -> None:
         sys.path.insert(0, os.path.join(repo, "openrlhf_patches", "cpu_shims"))
     from openrlhf.trainer.ppo_trainer import BasePPOTrainer
 
-    from openrlhf_patches.config import BaiConfig
-    from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
-    from openrlhf_patches.metrics import compute_response_metrics, think_end_positions
-    from openrlhf_patches.monitor import BaiMonitor, batch_from_experiences
+    from bai_core.config import BaiConfig
+    from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
+    from bai_core.metrics import compute_response_metrics, think_end_positions
+    from bai_core.monitor import BaiMonitor
+    from openrlhf_patches.experiences import batch_from_experiences
 
     original = BasePPOTrainer.__dict__["_compute_rollout_stats"]
     original = getattr(original, "__wrapped__", original)  # OpenRLHF's own, even if patched
@@ -96,7 +97,7 @@ def main() -> None:
     trainer = object.__new__(BasePPOTrainer)
 
     # correctness of the scan on this data before timing it
-    got = batch_from_experiences(exps, [THINK_ID])["think_end"]
+    got = batch_from_experiences(exps, [THINK_ID]).think_end
     assert torch.equal(got, think_end), "think_end_positions disagrees with the planted tokens"
 
     def bai_per_response():
@@ -108,8 +109,7 @@ def main() -> None:
             reward_det.update(step, float(rewards.mean()))
 
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = BaiMonitor(BaiConfig(), jsonl_path=os.path.join(tmp, "m.jsonl"),
-                             think_close_ids=[THINK_ID])
+        monitor = BaiMonitor(BaiConfig(), jsonl_path=os.path.join(tmp, "m.jsonl"))
         rows = [
             ("OpenRLHF `_compute_rollout_stats` (its own per-step stats)",
              timed(lambda: original(trainer, exps), a.repeats)),
@@ -120,7 +120,8 @@ def main() -> None:
                                                 e.action_mask, [THINK_ID]) for e in exps],
                    a.repeats)),
             ("BAI hook total (extract + scan + metrics + detectors + JSONL row)",
-             timed(lambda: monitor.compute(exps, None), a.repeats)),
+             timed(lambda: monitor.compute(batch_from_experiences(exps, [THINK_ID]), None),
+                   a.repeats)),
         ]
     base = rows[0][1]
     print(f"\n{a.responses} responses, lengths U[1, {a.max_len}] (mean "

@@ -16,9 +16,12 @@ import os
 import sys
 from typing import Any
 
+from bai_core.config import BaiConfig
+from bai_core.constants import STOP_FILE
+from bai_core.monitor import BaiMonitor, default_jsonl, think_close_ids_from_tokenizer
+
 from . import SUPPORTED_OPENRLHF
-from .config import BaiConfig
-from .monitor import BaiMonitor, kl_is_computed, think_close_ids_from_tokenizer
+from .experiences import batch_from_experiences, kl_is_computed
 from .post_import import when_imported
 
 logger = logging.getLogger("bai")
@@ -31,7 +34,6 @@ TARGET_MODULE = "openrlhf.trainer.ppo_trainer"
 TARGET_MODULES = (TARGET_MODULE, "openrlhf.trainer.ppo_trainer_async")
 STATE_KEY = "bai_monitor"
 CPU_ENV = "BAI_CPU"  # "1": bai-train --bai.cpu (see cpu_mode.py)
-STOP_FILE = "bai_stop.json"  # written beside bai_metrics.jsonl when --bai.stop_on_collapse fires
 _PATCHED_FLAG = "_bai_patched"
 _warned_version = False
 
@@ -66,18 +68,18 @@ def _monitor(trainer: Any) -> BaiMonitor:
     mon = trainer.__dict__.get("_bai_monitor")
     if mon is None:
         config = BaiConfig.from_env()
-        jsonl = config.jsonl or BaiMonitor.default_jsonl(getattr(trainer, "args", None))
+        args = getattr(trainer, "args", None)
+        jsonl = config.jsonl or default_jsonl(getattr(getattr(args, "ckpt", None),
+                                                       "output_dir", None))
         ids = think_close_ids_from_tokenizer(getattr(trainer, "tokenizer", None),
                                              config.think_close_token)
         if not ids:
             logger.info("bai: %r is not one token of this tokenizer: think metrics are off",
                         config.think_close_token)
-        args = getattr(trainer, "args", None)
         n = getattr(getattr(args, "rollout", None), "n_samples_per_prompt", 1)
-        mon = BaiMonitor(config, jsonl_path=jsonl, think_close_ids=ids,
-                         samples_per_prompt=n if isinstance(n, int) else 1,
-                         log_kl=kl_is_computed(args))
+        mon = BaiMonitor(config, jsonl_path=jsonl, log_kl=kl_is_computed(args))
         trainer.__dict__["_bai_monitor"] = mon
+        trainer.__dict__["_bai_batch_args"] = (ids, n if isinstance(n, int) else 1)
         logger.info("bai: metrics -> %s", jsonl)
     return mon
 
@@ -88,7 +90,8 @@ def _wrap_compute_rollout_stats(original):
         stats = original(self, experiences)
         try:
             mon = _monitor(self)
-            stats.update(mon.compute(experiences, self.__dict__.get("_bai_step")))
+            batch = batch_from_experiences(experiences, *self.__dict__["_bai_batch_args"])
+            stats.update(mon.compute(batch, self.__dict__.get("_bai_step")))
         except Exception as exc:  # never break a training step
             _guard(self, "bai metrics", exc)
         return stats
@@ -123,20 +126,9 @@ def _wrap_save_logs(original):
     return save_logs_and_checkpoints
 
 
-def collapse_evidence(mon: BaiMonitor, step: int) -> str:
-    """One line naming the step and what the length detector saw there."""
-    det = mon.length
-    parts = [f"Sequence Length Collapse at step {det.onset_step or step}"]
-    if det.last_ratio is not None and det.baseline:
-        parts.append(f"smoothed mean response length {det.last_ratio * det.baseline:.1f} tokens"
-                     f" = {det.last_ratio:.2f} x baseline {det.baseline:.1f}"
-                     f" (threshold {1 - mon.config.collapse_drop:.2f})")
-    return ": ".join(parts)
-
-
 def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
     """Save the actor of this step (HF format), flush the loggers, record why; the message."""
-    evidence = collapse_evidence(mon, step)
+    evidence = mon.collapse_evidence(step)
     logger.error("bai: %s; stopping the run (--bai.stop_on_collapse)", evidence)
     args = getattr(trainer, "args", None)
     out_dir = getattr(getattr(args, "ckpt", None), "output_dir", None)

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .config import BaiConfig
+from bai_core.config import BaiConfig
+from bai_core.constants import STOP_FILE
+from bai_core.monitor import default_jsonl
 
 logger = logging.getLogger("bai")
 
@@ -148,8 +150,7 @@ def config_from_args(ns: argparse.Namespace, rest: Sequence[str]) -> BaiConfig:
     opts = {k.split(".", 1)[1]: v for k, v in vars(ns).items()
             if k.startswith("bai.") and k != "bai.cpu"}
     if not opts["jsonl"]:
-        out_dir = _flag_value(rest, "--ckpt.output_dir", "./ckpt")
-        opts["jsonl"] = os.path.join(out_dir, "bai_metrics.jsonl")
+        opts["jsonl"] = default_jsonl(_flag_value(rest, "--ckpt.output_dir", "./ckpt"))
     opts["jsonl"] = os.path.abspath(opts["jsonl"])  # Ray workers may run in another cwd
     return BaiConfig(**opts)
 
@@ -227,8 +228,6 @@ def _early_stop_of(exc: BaseException) -> BaseException | None:
 
 
 def _stop_line(exc: BaseException, config: BaiConfig) -> str:
-    from .hooks import STOP_FILE
-
     record = os.path.join(os.path.dirname(config.jsonl), STOP_FILE)
     try:
         with open(record, encoding="utf-8") as fh:

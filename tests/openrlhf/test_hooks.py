@@ -15,8 +15,9 @@ pytest.importorskip("openrlhf")
 from openrlhf.trainer.ppo_trainer import BasePPOTrainer  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 
-from openrlhf_patches import hooks, metrics  # noqa: E402
-from openrlhf_patches.jsonl import read_rows  # noqa: E402
+from bai_core import metrics  # noqa: E402
+from bai_core.jsonl import read_rows  # noqa: E402
+from openrlhf_patches import hooks  # noqa: E402
 
 THINK_ID = 5
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -172,9 +173,7 @@ def test_failing_metric_does_not_break_the_step(trainer, monkeypatch, caplog):
 
 
 def test_failing_extraction_does_not_break_the_step(trainer, monkeypatch):
-    from openrlhf_patches import monitor
-
-    monkeypatch.setattr(monitor, "batch_from_experiences", lambda *a: 1 / 0)
+    monkeypatch.setattr(hooks, "batch_from_experiences", lambda *a: 1 / 0)
     stats = trainer._compute_rollout_stats(batch())
     assert stats["rollout/reward_mean"] == pytest.approx(0.4375)
     assert not any(k.startswith("bai/") for k in stats)

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("openrlhf")
 
+from bai_core.config import ENV_PREFIX, BaiConfig  # noqa: E402
 from openrlhf_patches import launcher  # noqa: E402
-from openrlhf_patches.config import ENV_PREFIX, BaiConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

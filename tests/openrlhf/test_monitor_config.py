@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from openrlhf_patches.config import FLAGS, RULES, BaiConfig, validate_config
-from openrlhf_patches.jsonl import read_rows
-from openrlhf_patches.monitor import BaiMonitor, kl_is_computed
+from bai_core.config import FLAGS, RULES, BaiConfig
+from bai_core.jsonl import read_rows
+from bai_core.monitor import BaiMonitor
+from openrlhf_patches.experiences import batch_from_experiences, kl_is_computed
 
 BAD = [
     ("collapse_drop", 0.0, "--bai.collapse_drop must be in (0, 1), got 0.0"),
@@ -38,7 +39,6 @@ BAD = [
 
 def test_defaults_are_valid_and_every_threshold_has_a_rule():
     BaiConfig().validate()
-    validate_config(BaiConfig())
     numeric = {f.name for f in dataclasses.fields(BaiConfig) if f.type in ("int", "float")}
     assert numeric == set(RULES)
     assert FLAGS["collapse_drop"] == "--bai.collapse_drop"
@@ -118,7 +118,7 @@ def exp(length: int, reward: float, kl: float = 0.0) -> SimpleNamespace:
 def test_log_kl_false_leaves_kl_keys_out(tmp_path):
     on = BaiMonitor(BaiConfig(), jsonl_path=str(tmp_path / "on.jsonl"))
     off = BaiMonitor(BaiConfig(), jsonl_path=str(tmp_path / "off.jsonl"), log_kl=False)
-    batch = [exp(10, 1.0, 0.0), exp(20, 0.0, 0.0)]
+    batch = batch_from_experiences([exp(10, 1.0, 0.0), exp(20, 0.0, 0.0)], [])
     assert on.compute(batch, 1)["bai/kl/mean"] == 0.0
     stats = off.compute(batch, 1)
     assert not any(k.startswith("bai/kl/") for k in stats)
@@ -129,7 +129,8 @@ def test_log_kl_false_leaves_kl_keys_out(tmp_path):
 def test_detector_state_is_logged_as_floats(tmp_path):
     mon = BaiMonitor(BaiConfig(ema=1.0), jsonl_path=str(tmp_path / "m.jsonl"))
     series = [(400, 1.0), (400, 1.0), (400, 1.0), (100, 0.5), (100, 0.5)]
-    logged = [mon.compute([exp(n, r)], step) for step, (n, r) in enumerate(series, start=1)]
+    logged = [mon.compute(batch_from_experiences([exp(n, r)], []), step)
+              for step, (n, r) in enumerate(series, start=1)]
     assert "bai/detector/length_baseline" not in logged[1]  # unknown: left out, not NaN
     assert logged[1]["bai/detector/length_smoothed"] == 400.0
     last = logged[-1]

@@ -7,8 +7,8 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("openrlhf")
 
+from bai_core.config import BaiConfig  # noqa: E402
 from openrlhf_patches import launcher  # noqa: E402
-from openrlhf_patches.config import BaiConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -33,7 +33,7 @@ def test_worker_setup_hook_patches_trainer_in_workers():
             before = "openrlhf.trainer.ppo_trainer" in sys.modules
             import openrlhf.trainer.ppo_trainer as m
 
-            from openrlhf_patches.config import BaiConfig as Cfg
+            from bai_core.config import BaiConfig as Cfg
 
             return before, m.BasePPOTrainer.__dict__.get("_bai_patched"), Cfg.from_env()
 

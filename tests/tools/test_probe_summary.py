@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from bai_core.scoring import score_answer
 from bai_tools.probe_summary import pad_batch, probe_reward, summarize_samples
-from openrlhf_patches.math_reward import score_answer
 
 CLOSE = 9
 

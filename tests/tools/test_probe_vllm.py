@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bai_core.metrics import compute_response_metrics, think_end_positions
+from bai_core.scoring import score_answer
 from bai_tools import probe
 from bai_tools.probe_summary import pad_batch, probe_reward
-from openrlhf_patches.math_reward import score_answer
-from openrlhf_patches.metrics import compute_response_metrics, think_end_positions
 
 pytest.importorskip("vllm")
 

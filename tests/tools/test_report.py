@@ -231,8 +231,9 @@ def test_partial_last_line_of_a_killed_run_is_skipped(tmp_path, capsys):
 
 def monitor_rows(path: Path, steps, lengths, rewards, state=None):
     """Run the real training-time BaiMonitor over the curves; returns its final state."""
-    from openrlhf_patches.config import BaiConfig
-    from openrlhf_patches.monitor import BaiMonitor
+    from bai_core.config import BaiConfig
+    from bai_core.monitor import BaiMonitor
+    from openrlhf_patches.experiences import batch_from_experiences
 
     mon = BaiMonitor(BaiConfig(), jsonl_path=str(path))
     if state is not None:
@@ -241,7 +242,7 @@ def monitor_rows(path: Path, steps, lengths, rewards, state=None):
         exp = SimpleNamespace(response_length=torch.full((4,), n), truncated=None,
                               info={"reward": torch.full((4,), r)}, sequences=None,
                               action_mask=None)
-        mon.compute([exp], step)
+        mon.compute(batch_from_experiences([exp], []), step)
     return mon.state_dict()
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from openrlhf_patches.metrics import (
+from bai_core.metrics import (
     bucket_keys,
     compute_response_metrics,
     length_by_outcome,
@@ -150,7 +150,7 @@ def test_even_count_median_is_lower_median():
 
 
 def test_zero_spread_group_ratio():
-    from openrlhf_patches.metrics import zero_spread_group_ratio
+    from bai_core.metrics import zero_spread_group_ratio
 
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5])
     groups = torch.tensor([0, 0, 1, 1, 2, 2, 3])  # group 3 has one response: not counted

@@ -1,14 +1,25 @@
-"""Replay logged curves through the training-time detectors (openrlhf_patches.detectors)."""
+"""Replay logged curves through the training-time detectors (bai_core.detectors)."""
 
 from __future__ import annotations
 
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from bai_tools.runlog import RunLog
-from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
+from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
+
+
+class RunLog(Protocol):
+    """What replay reads from a run's log (bai_tools.runlog.RunLog fits)."""
+
+    name: str
+    series: dict[str, dict[int, float]]
+
+    def curve(self, curve: str) -> tuple[list[int], list[float]]: ...
+
+    def curve_key(self, curve: str) -> str | None: ...
+
 
 # report section -> (detector class, curve it watches, CLI flag prefix)
 DETECTORS: dict[str, tuple[type, str, str]] = {

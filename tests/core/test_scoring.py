@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from openrlhf_patches.math_reward import extract_answer, normalize_answer, reward_func, score_answer
+from bai_core.scoring import extract_answer, normalize_answer, score_answer
+from openrlhf_patches.math_reward import reward_func
 
 CASES = [
     # (response, reference, expected score)

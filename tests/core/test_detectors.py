@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from openrlhf_patches.detectors import LengthCollapseDetector, RewardHockeyStickDetector
+from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
 
 
 def feed(det, values, start=1):

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .config import check_detector_kwargs
+from bai_core.config import check_detector_kwargs
 
 __all__ = ["LengthCollapseDetector", "RewardHockeyStickDetector"]
 
@@ -98,7 +98,7 @@ class LengthCollapseDetector:
     smoothed/baseline < 1 - drop. Recovery: first later step with smoothed/baseline >=
     `recover` (>= 1 - drop). One episode is tracked: after a recovery the detector does not
     re-arm. Non-finite values are ignored. Thresholds are checked by
-    `openrlhf_patches.config.check_detector_kwargs` (ValueError naming the argument).
+    `bai_core.config.check_detector_kwargs` (ValueError naming the argument).
     """
 
     LOG_PREFIX = "bai/detector/length_"

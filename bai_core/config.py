@@ -1,4 +1,4 @@
-"""BAI hook settings, carried from `bai-train` to Ray workers through BAI_* environment vars."""
+"""BAI thresholds and options: one dataclass field each, read from flags or BAI_* env vars."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from bai_core.constants import ENV_PREFIX, THINK_CLOSE
 
 __all__ = [
     "BaiConfig",
@@ -18,10 +20,8 @@ __all__ = [
     "RULES",
     "check_detector_kwargs",
     "check_threshold",
-    "validate_config",
 ]
 
-ENV_PREFIX = "BAI_"
 
 # field -> (type, predicate on the value, what the value must be). One rule per threshold,
 # shared by `bai-train` (BaiConfig.validate), the detectors' constructors and `bai-report`.
@@ -125,7 +125,7 @@ class BaiConfig:
     bucket_width: int = 100
     num_buckets: int = 20
     stop_on_collapse: bool = False
-    think_close_token: str = "</think>"
+    think_close_token: str = THINK_CLOSE
     jsonl: str = ""  # "" = <ckpt.output_dir>/bai_metrics.jsonl
     disable: bool = False
 
@@ -179,11 +179,6 @@ class BaiConfig:
 
 
 FLAGS: dict[str, str] = {f.name: f"--bai.{f.name}" for f in fields(BaiConfig)}
-
-
-def validate_config(config: BaiConfig, flags: Mapping[str, str] | None = None) -> None:
-    """Module-level alias of `BaiConfig.validate`."""
-    config.validate(flags)
 
 
 _TRUE = {"1", "true", "yes", "on"}

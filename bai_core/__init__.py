@@ -1,0 +1,1 @@
+"""Framework-free BAI core: merge coefficients, metrics, detectors, thresholds, scoring, replay."""

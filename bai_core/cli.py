@@ -1,0 +1,112 @@
+"""The one CLI convention of every bai tool: argparse, typed errors, `prog: error: ...` lines.
+
+Library code raises `BaiError` (or a subclass, or ValueError/OSError for bad input); only a
+tool's `main()` turns errors into exits, through `run_main`: usage errors exit 2, failures 1,
+one line `prog: error: message` on stderr, the traceback first with -v or BAI_TRACEBACK=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+
+from bai_core.constants import TRACEBACK_ENV
+
+__all__ = ["BaiError", "UsageError", "add_verbose", "deprecated_alias", "one_line",
+           "quiet_dependency_warnings", "run_main", "traceback_wanted"]
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+MAX_MESSAGE = 600
+
+
+class BaiError(Exception):
+    """A failure a tool reports in one line; `exit_code` 1 unless said otherwise."""
+
+    def __init__(self, message: object, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
+
+
+class UsageError(BaiError):
+    """A bad command line (an option's value, a missing file argument): exit status 2."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+def one_line(prog: str, message: object) -> str:
+    """`prog: error: message` on one line, bounded in length."""
+    text = " ".join(str(message).split()) or "(no message)"
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 3] + "..."
+    return f"{prog}: error: {text}"
+
+
+def traceback_wanted(verbose: bool = False) -> bool:
+    """-v/--verbose or BAI_TRACEBACK=1 (any value but "" and "0") shows tracebacks."""
+    return verbose or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """The shared -v/--verbose flag: more logging, and tracebacks of failures."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help=f"log more; print the traceback of a failure (or {TRACEBACK_ENV}=1)")
+
+
+class _Deprecated(argparse.Action):
+    def __init__(self, *args, new: str = "", **kwargs) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warnings.warn(f"{option_string} is deprecated and will be removed in the next release; "
+                      f"use {self.new}", FutureWarning, stacklevel=2)
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str,
+                     new: str, dest: str, **kwargs) -> None:
+    """A hidden old spelling of option `new` for one release: works, and warns on use."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS,
+                        **kwargs)
+
+
+def quiet_dependency_warnings() -> None:
+    """Hide the one start-up warning torch's CUDA module prints when `pynvml` is installed
+    (pulled in by the GPU stack's lock): users should see our output, not dependency noise."""
+    warnings.filterwarnings("ignore", message=r".*pynvml package is deprecated.*",
+                            category=FutureWarning)
+
+
+def run_main(prog: str, fn: Callable[[], int | None], verbose: bool = False,
+             expected: Sequence[type[BaseException]] = (BaiError, ValueError, OSError)) -> int:
+    """Call `fn()` and return its exit status; any failure becomes one line and a status.
+
+    `expected` errors print their message; others their type too, and how to see the
+    traceback. KeyboardInterrupt is a failure ("interrupted", status 130).
+    """
+    show = traceback_wanted(verbose)
+    try:
+        return int(fn() or 0)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print(one_line(prog, "interrupted"), file=sys.stderr)
+        return 130
+    except tuple(expected) as exc:
+        if show:
+            traceback.print_exc()
+        print(one_line(prog, exc), file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
+        if show:
+            traceback.print_exc()
+        hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
+        print(one_line(prog, f"{type(exc).__name__}: {exc}{hint}"), file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,1 @@
+"""BAI for TRL: the core metrics and detectors as a transformers TrainerCallback."""

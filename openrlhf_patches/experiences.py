@@ -1,0 +1,73 @@
+"""OpenRLHF 0.11.2 `Experience` objects and args, read into the core's ResponseBatch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from bai_core.monitor import ResponseBatch, think_ends
+
+__all__ = ["batch_from_experiences", "kl_is_computed"]
+
+
+def kl_is_computed(args: Any) -> bool:
+    """Whether OpenRLHF 0.11.2 puts a real KL in `Experience.info["kl"]` for these args.
+
+    Its experience maker computes the KL to the reference model only when a reference model
+    exists (`--algo.kl.init_coef` > 0) and the KL is not used as a loss
+    (`--algo.kl.use_loss` off); otherwise `info["kl"]` is zeros. Read defensively: missing
+    args or fields (e.g. a test trainer) count as computed.
+    """
+    kl = getattr(getattr(args, "algo", None), "kl", None)
+    if kl is None:
+        return True
+    if getattr(kl, "use_loss", False) is True:
+        return False
+    coef = getattr(kl, "init_coef", None)
+    if isinstance(coef, int | float) and not isinstance(coef, bool):
+        return coef > 0
+    return True
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    return torch.cat([p.reshape(-1).cpu() for p in parts]) if parts else None
+
+
+def batch_from_experiences(experiences: Sequence[Any], think_close_ids: Sequence[int],
+                           samples_per_prompt: int = 1) -> ResponseBatch | None:
+    """The responses of a list of Experience, in OpenRLHF's own order (None when empty);
+    prompt groups come from `Experience.index` // samples_per_prompt."""
+    lengths, truncated, rewards, scores, kl, ids, masks = [], [], [], [], [], [], []
+    index: list[int] | None = []
+    think_ok = bool(think_close_ids)
+    for exp in experiences:
+        if exp.response_length is None:
+            continue
+        lengths.append(exp.response_length)
+        idx = getattr(exp, "index", None)
+        if index is not None and idx is not None and len(idx) == exp.response_length.numel():
+            index.extend(int(i) for i in idx)
+        else:
+            index = None
+        if exp.truncated is not None:
+            truncated.append(exp.truncated)
+        info = exp.info or {}
+        for key, out in (("reward", rewards), ("score", scores), ("kl", kl)):
+            if key in info:
+                out.append(info[key])
+        if think_ok and (exp.sequences is None or exp.action_mask is None):
+            think_ok = False
+        elif think_ok:
+            masks.append(exp.action_mask)
+            ids.append(exp.sequences[:, -exp.action_mask.size(1):])  # mask: the last A tokens
+    if not lengths:
+        return None
+    groups = None
+    if index and samples_per_prompt > 1:
+        groups = torch.tensor(index, dtype=torch.long) // samples_per_prompt
+    return ResponseBatch(
+        lengths=_cat(lengths), truncated=_cat(truncated), rewards=_cat(rewards),
+        scores=_cat(scores), kl=_cat(kl), group_ids=groups,
+        think_end=think_ends(ids, masks, think_close_ids) if think_ok else None)

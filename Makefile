@@ -9,15 +9,15 @@ QUIET_PIP := { grep -v -e '^WARNING: Location' -e '^$$' || true; }
 
 .PHONY: setup test demo lint bench bench-merge bench-metrics clean
 
-$(STAMP): requirements/cpu-lock.txt pyproject.toml bai_mergekit_autoload.py bai_mergekit.pth
+$(STAMP): requirements/cpu-lock.txt pyproject.toml bai_autoload.py bai.pth
 	test -x $(PY) || python3 -m venv $(VENV)
 	@echo "[setup] torch 2.13.0 (CPU build) first, so nothing pulls a CUDA build"
 	$(PIP) torch==2.13.0 2>&1 | $(QUIET_PIP)
 	@echo "[setup] pinned CPU lock (--no-deps)"
 	DS_BUILD_OPS=0 $(PIP) --no-deps -r requirements/cpu-lock.txt 2>&1 | $(QUIET_PIP)
-	@echo "[setup] bai (editable; installs the mergekit plugin hook bai_mergekit.pth)"
+	@echo "[setup] bai (editable; installs the import hook bai.pth: mergekit and OpenRLHF see bai)"
 	$(PIP) --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
-	$(PY) -c "import bai_mergekit_autoload, mergekit.merge_methods as m; m.get('bai')"
+	$(PY) -c "import bai_autoload, mergekit.merge_methods as m; m.get('bai')"
 	touch $(STAMP)
 
 setup: $(STAMP)

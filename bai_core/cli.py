@@ -20,6 +20,7 @@ __all__ = ["BaiError", "UsageError", "add_verbose", "deprecated_alias", "one_lin
            "quiet_dependency_warnings", "run_main", "traceback_wanted"]
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
+SPELLED = "_bai_spelled"  # namespace attribute: dest -> the deprecated spelling used
 MAX_MESSAGE = 600
 
 
@@ -63,11 +64,12 @@ class _Deprecated(argparse.Action):
         super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        warnings.warn(f"{option_string} is deprecated and will be removed in the next release; "
-                      f"use {self.new}", FutureWarning, stacklevel=2)
-        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}",
-              file=sys.stderr)
+        print(f"{parser.prog}: warning: {option_string} is deprecated and goes in the next "
+              f"release; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+        spelled = dict(getattr(namespace, SPELLED, None) or {})
+        spelled[self.dest] = option_string
+        setattr(namespace, SPELLED, spelled)  # errors name the flag the user typed
 
 
 def deprecated_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str,

@@ -1,203 +1,232 @@
-"""BAI thresholds and options: one dataclass field each, read from flags or BAI_* env vars."""
+"""BAI thresholds and options: one dataclass field each (default, rule, help), every flag made
+from it: `bai-train --bai.<field>`, the tools' `--<field-with-dashes>`, and BAI_<FIELD> env vars."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from bai_core.constants import ENV_PREFIX, THINK_CLOSE
 
-__all__ = [
-    "BaiConfig",
-    "DETECTOR_PARAMS",
-    "ENV_PREFIX",
-    "FLAGS",
-    "LENGTH_PARAMS",
-    "REWARD_PARAMS",
-    "RULES",
-    "check_detector_kwargs",
-    "check_threshold",
-]
+__all__ = ["BaiConfig", "CONFIG_ENV", "LENGTH_FIELDS", "REWARD_FIELDS", "THRESHOLDS",
+           "add_options", "check_values", "flag"]
+
+CONFIG_ENV = "BAI_CONFIG"  # a YAML/JSON file of BaiConfig fields; BAI_<FIELD> vars override it
+Rule = tuple[Callable[[float], bool], str]
 
 
-# field -> (type, predicate on the value, what the value must be). One rule per threshold,
-# shared by `bai-train` (BaiConfig.validate), the detectors' constructors and `bai-report`.
-RULES: dict[str, tuple[type, Callable[[float], bool], str]] = {
-    "collapse_drop": (float, lambda v: 0.0 < v < 1.0, "in (0, 1)"),
-    "collapse_recover": (float, lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "collapse_max_onset_step": (int, lambda v: v >= 0, ">= 0 (0 = any step)"),
-    "baseline_steps": (int, lambda v: v >= 1, ">= 1"),
-    "ema": (float, lambda v: 0.0 < v <= 1.0, "in (0, 1] (1 = no smoothing)"),
-    "reward_dip_std": (float, lambda v: v >= 0.0, ">= 0"),
-    "reward_dip_rel": (float, lambda v: v >= 0.0, ">= 0"),
-    "reward_dip_abs": (float, lambda v: v >= 0.0, ">= 0"),
-    "bucket_width": (int, lambda v: v >= 1, ">= 1"),
-    "num_buckets": (int, lambda v: v >= 1, ">= 1"),
-}
-
-# detector constructor argument -> BaiConfig field
-LENGTH_PARAMS: dict[str, str] = {
-    "drop": "collapse_drop",
-    "baseline_steps": "baseline_steps",
-    "ema": "ema",
-    "recover": "collapse_recover",
-    "max_onset_step": "collapse_max_onset_step",
-}
-REWARD_PARAMS: dict[str, str] = {
-    "baseline_steps": "baseline_steps",
-    "std_mult": "reward_dip_std",
-    "rel_drop": "reward_dip_rel",
-    "ema": "ema",
-    "abs_drop": "reward_dip_abs",
-}
-DETECTOR_PARAMS = {"length": LENGTH_PARAMS, "reward": REWARD_PARAMS}
-
-
-def check_threshold(name: str, value: Any, flag: str | None = None) -> int | float:
-    """Validate one threshold by its BaiConfig field `name`; return it as int or float.
-
-    Raises ValueError naming `flag` (default `--bai.<name>`) and the bad value: wrong type
-    (bools are not numbers; an int field takes no fractions), NaN/inf, or out of range.
-    """
-    kind, ok, text = RULES[name]
-    flag = flag or FLAGS[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{flag} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{flag} must be a finite number, got {value!r}")
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{flag} must be an integer, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-    if not ok(value):
-        raise ValueError(f"{flag} must be {text}, got {value!r}")
-    return value
-
-
-def _check_recover(recover: float, drop: float, recover_flag: str, drop_flag: str) -> None:
-    # onset: ratio < 1 - drop; recovery: ratio >= recover. A recover below 1 - drop would call
-    # a run "recovered" while its length is still at a collapse level.
-    if recover < 1.0 - drop:
-        raise ValueError(
-            f"{recover_flag} must be >= 1 - {drop_flag} = {1.0 - drop:g} (a recovered run must "
-            f"not still count as collapsed), got {recover!r}"
-        )
-
-
-def check_detector_kwargs(
-    kind: str, kwargs: Mapping[str, Any], flags: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Validate a detector's constructor kwargs (`kind` "length" or "reward") by the rules of
-    the BaiConfig fields they map to; `flags` names each argument in messages (default: the
-    argument name). Returns the kwargs as ints/floats. None for `max_onset_step` means 0."""
-    params = DETECTOR_PARAMS[kind]
-    flags = flags or {}
-    out: dict[str, Any] = {}
-    for arg, value in kwargs.items():
-        if arg not in params:
-            raise TypeError(f"unknown {kind} detector argument {arg!r}")
-        if arg == "max_onset_step" and value is None:
-            value = 0
-        out[arg] = check_threshold(params[arg], value, flags.get(arg, arg))
-    if kind == "length" and "recover" in out and "drop" in out:
-        _check_recover(out["recover"], out["drop"], flags.get("recover", "recover"),
-                       flags.get("drop", "drop"))
-    return out
+def _opt(default: Any, help: str, rule: Rule | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "rule": rule})
 
 
 @dataclass(frozen=True)
 class BaiConfig:
-    """Options of the BAI hooks; each field maps to the env var BAI_<FIELD upper-cased>."""
+    """Options of the BAI metrics and detectors (the same for every framework adapter)."""
 
-    collapse_drop: float = 0.5
-    collapse_recover: float = 0.9
-    collapse_max_onset_step: int = 0  # 0 = a collapse may start at any step
-    baseline_steps: int = 3
-    ema: float = 0.5
-    reward_dip_std: float = 2.0
-    reward_dip_rel: float = 0.10
-    reward_dip_abs: float = 0.0
-    bucket_width: int = 100
-    num_buckets: int = 20
-    stop_on_collapse: bool = False
-    think_close_token: str = THINK_CLOSE
-    jsonl: str = ""  # "" = <ckpt.output_dir>/bai_metrics.jsonl
-    disable: bool = False
+    collapse_drop: float = _opt(
+        0.5, "length collapse when the smoothed mean length < (1 - drop) x baseline",
+        (lambda v: 0.0 < v < 1.0, "in (0, 1)"))
+    collapse_recover: float = _opt(
+        0.9, "a collapse counts as recovered at this ratio to baseline (>= 1 - drop)",
+        (lambda v: 0.0 < v <= 1.0, "in (0, 1]"))
+    collapse_max_onset_step: int = _opt(
+        0, "only detect collapses starting up to this step; 0 = any step",
+        (lambda v: v >= 0, ">= 0 (0 = any step)"))
+    baseline_steps: int = _opt(
+        3, "steps averaged into the detectors' baseline", (lambda v: v >= 1, ">= 1"))
+    ema: float = _opt(
+        0.5, "EMA weight of the newest value in the detectors; 1 = no smoothing",
+        (lambda v: 0.0 < v <= 1.0, "in (0, 1] (1 = no smoothing)"))
+    reward_dip_std: float = _opt(
+        2.0, "a reward dip needs a drop > this many baseline std", (lambda v: v >= 0.0, ">= 0"))
+    reward_dip_rel: float = _opt(
+        0.10, "... and > this fraction of |baseline|", (lambda v: v >= 0.0, ">= 0"))
+    reward_dip_abs: float = _opt(
+        0.0, "... and > this absolute amount", (lambda v: v >= 0.0, ">= 0"))
+    bucket_width: int = _opt(
+        100, "reward-by-length bucket width in tokens", (lambda v: v >= 1, ">= 1"))
+    num_buckets: int = _opt(
+        20, "number of reward-by-length buckets", (lambda v: v >= 1, ">= 1"))
+    stop_on_collapse: bool = _opt(
+        False, "end the run after the step where a length collapse is detected; the model of "
+        "that step is saved to the run's output folder")
+    think_close_token: str = _opt(THINK_CLOSE, "token closing the think block")
+    jsonl: str = _opt("", "metrics JSONL path (default <output dir>/bai_metrics.jsonl)")
+    disable: bool = _opt(False, "no BAI hooks: the framework runs unchanged")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BaiConfig:
-        """Read BAI_* vars; ValueError naming the variable when one does not parse."""
+        """BAI_CONFIG's file (YAML or JSON), then BAI_<FIELD> vars over it; not validated.
+        ValueError naming the variable or file when a value does not parse."""
         env = os.environ if environ is None else environ
-        kwargs = {}
+        values: dict[str, Any] = {}
+        if env.get(CONFIG_ENV):
+            values.update(_read_file(env[CONFIG_ENV]))
         for f in fields(cls):
             var = ENV_PREFIX + f.name.upper()
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
             try:
-                kwargs[f.name] = _parse(raw, f.type)
+                values[f.name] = _parse(raw, _type(f))
             except ValueError:
-                raise ValueError(f"{var}={raw!r} is not a valid {_type_name(f.type)}") from None
-        return cls(**kwargs)
+                raise ValueError(f"{var}={raw!r} is not a valid {_type(f)}") from None
+        return cls(**values)
 
     def to_env(self) -> dict[str, str]:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[ENV_PREFIX + f.name.upper()] = str(int(value) if isinstance(value, bool) else value)
-        return out
+        """BAI_<FIELD> vars that `from_env` reads back as this config."""
+        return {ENV_PREFIX + f.name.upper(): _text(getattr(self, f.name)) for f in fields(self)}
 
-    def validate(self, flags: Mapping[str, str] | None = None) -> None:
-        """Raise ValueError for the first invalid option, naming it (`flags[field]`, default
-        the `bai-train` flag `--bai.<field>`) and its value. See RULES; in addition
-        collapse_recover >= 1 - collapse_drop, booleans must be bools and strings strings."""
-        names = {**FLAGS, **(flags or {})}
-        for name in RULES:
-            check_threshold(name, getattr(self, name), names[name])
-        _check_recover(self.collapse_recover, self.collapse_drop, names["collapse_recover"],
-                       names["collapse_drop"])
-        for f in fields(self):
-            kind = _type_name(f.type)
-            value = getattr(self, f.name)
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"{names[f.name]} must be true or false, got {value!r}")
-            if kind == "str" and not isinstance(value, str):
-                raise ValueError(f"{names[f.name]} must be a string, got {value!r}")
+    def validate(self, style: str = "train", spelled: Mapping[str, str] | None = None) -> None:
+        """Raise ValueError for the first invalid option, naming its flag (`style` "train":
+        `--bai.<field>`, "tool": `--<field-with-dashes>`, "env": BAI_<FIELD>) and value."""
+        check_values({f.name: getattr(self, f.name) for f in fields(self)}, style, spelled)
 
-    def length_detector_kwargs(self) -> dict[str, Any]:
-        """LengthCollapseDetector arguments of this config."""
-        return {arg: getattr(self, name) for arg, name in LENGTH_PARAMS.items()}
-
-    def reward_detector_kwargs(self) -> dict[str, Any]:
-        """RewardHockeyStickDetector arguments of this config."""
-        return {arg: getattr(self, name) for arg, name in REWARD_PARAMS.items()}
+    def detector_kwargs(self, names: Iterable[str]) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in names}
 
 
-FLAGS: dict[str, str] = {f.name: f"--bai.{f.name}" for f in fields(BaiConfig)}
+THRESHOLDS: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(BaiConfig)
+                               if f.metadata["rule"] is not None}
+LENGTH_FIELDS = ("collapse_drop", "collapse_recover", "collapse_max_onset_step",
+                 "baseline_steps", "ema")
+REWARD_FIELDS = ("reward_dip_std", "reward_dip_rel", "reward_dip_abs", "baseline_steps", "ema")
+_FIELDS = {f.name: f for f in fields(BaiConfig)}
+
+
+def flag(name: str, style: str = "train") -> str:
+    """The spelling of field `name` in a command line or the environment."""
+    if style == "env":
+        return ENV_PREFIX + name.upper()
+    return f"--bai.{name}" if style == "train" else "--" + name.replace("_", "-")
+
+
+def _check_one(name: str, value: Any, where: str) -> Any:
+    kind = _type(_FIELDS[name])
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    ok, text = THRESHOLDS[name]
+    if not ok(value):
+        raise ValueError(f"{where} must be {text}, got {value!r}")
+    return value
+
+
+def check_values(values: Mapping[str, Any], style: str = "train",
+                 spelled: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Validate BaiConfig field values by their rules; ints/floats normalized. ValueError names
+    the flag (`spelled[field]` when given, e.g. the alias a user typed; else see `flag`) and
+    the value. Also collapse_recover >= 1 - collapse_drop."""
+    spelled = spelled or {}
+
+    def name_of(name: str) -> str:
+        return spelled.get(name) or flag(name, style)
+
+    out = {name: _check_one(name, value, name_of(name)) for name, value in values.items()}
+    drop = out.get("collapse_drop", _FIELDS["collapse_drop"].default)
+    recover = out.get("collapse_recover")
+    if recover is not None and recover < 1.0 - drop:
+        # onset: ratio < 1 - drop; a recovery below that would call a collapsed run recovered
+        raise ValueError(
+            f"{name_of('collapse_recover')} must be >= 1 - {name_of('collapse_drop')} "
+            f"= {1.0 - drop:g} (a recovered run must not still count as collapsed), "
+            f"got {recover!r}")
+    return out
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, style: str = "train",
+                names: Iterable[str] | None = None) -> None:
+    """Add one option per field (`names`, default all) to `parser`; dest is the field name."""
+    for name in names or _FIELDS:
+        f = _FIELDS[name]
+        kind = _type(f)
+        help_text = f.metadata["help"]
+        if kind == "bool":
+            parser.add_argument(flag(name, style), dest=name, action="store_true",
+                                default=f.default, help=help_text)
+            continue
+        rule = f.metadata["rule"]
+        note = f"; {rule[1]}" if rule else ""
+        parser.add_argument(flag(name, style), dest=name, default=f.default,
+                            type={"int": int, "float": float}.get(kind, str),
+                            metavar=kind.upper(),
+                            help=f"{help_text}{note} (default %(default)r)")
+
+
+def from_namespace(ns: argparse.Namespace, base: BaiConfig | None = None) -> BaiConfig:
+    """The config of parsed `add_options` flags (fields the parser lacks keep `base`'s)."""
+    known = {name: getattr(ns, name) for name in _FIELDS if hasattr(ns, name)}
+    return replace(base or BaiConfig(), **known)
 
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _type_name(typ: object) -> str:
+def _type(f: Any) -> str:
+    typ = f.type
     return typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
 
 
-def _parse(raw: str, typ: object) -> object:
-    name = _type_name(typ)
-    if name == "bool":
+def _text(value: Any) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _parse(raw: str, kind: str) -> object:
+    if kind == "bool":
         text = raw.strip().lower()
         if text not in _TRUE | _FALSE:
             raise ValueError(raw)
         return text in _TRUE
-    if name == "int":
+    if kind == "int":
         return int(raw)
-    if name == "float":
+    if kind == "float":
         return float(raw)
     return raw
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    """BaiConfig fields from a YAML or JSON mapping; ValueError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{CONFIG_ENV}={path}: cannot read ({exc.strerror})") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ValueError(f"{CONFIG_ENV}={path}: not valid YAML/JSON ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{CONFIG_ENV}={path}: expected a mapping of bai options")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"{CONFIG_ENV}={path}: unknown option(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(_FIELDS)}")
+    return data

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bai_core.config import check_detector_kwargs
+from bai_core.config import LENGTH_FIELDS, REWARD_FIELDS, check_values
 
 __all__ = ["LengthCollapseDetector", "RewardHockeyStickDetector"]
 
@@ -89,50 +89,94 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-class LengthCollapseDetector:
-    """Fires when the smoothed mean response length drops below (1 - drop) x baseline.
+class _EpisodeDetector:
+    """One episode (onset, minimum, recovery) over a smoothed curve against its baseline.
 
-    Baseline: mean of the first `baseline_steps` values. Smoothing: EMA with weight `ema` on
-    the newest value (seeded with the first value). Onset: first step (after the baseline is
-    complete and, when `max_onset_step` > 0, not later than it; 0 = any step) with
-    smoothed/baseline < 1 - drop. Recovery: first later step with smoothed/baseline >=
-    `recover` (>= 1 - drop). One episode is tracked: after a recovery the detector does not
-    re-arm. Non-finite values are ignored. Thresholds are checked by
-    `bai_core.config.check_detector_kwargs` (ValueError naming the argument).
+    The constructor takes BaiConfig field names (`fields`), checked by the config's rules
+    (ValueError naming the flag). Non-finite values are ignored; after a recovery the
+    detector does not re-arm.
     """
 
-    LOG_PREFIX = "bai/detector/length_"
+    LOG_PREFIX = ""
+    FIELDS: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        drop: float = 0.5,
-        baseline_steps: int = 3,
-        ema: float = 0.5,
-        recover: float = 0.9,
-        max_onset_step: int = 0,
-    ) -> None:
-        kw = check_detector_kwargs("length", {
-            "drop": drop, "baseline_steps": baseline_steps, "ema": ema, "recover": recover,
-            "max_onset_step": max_onset_step})
-        self.drop = kw["drop"]
-        self.recover = kw["recover"]
-        self.max_onset_step = kw["max_onset_step"]
-        self._base = _Baseline(kw["baseline_steps"], kw["ema"])
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = set(kwargs) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown {type(self).__name__} argument(s) {sorted(unknown)}")
+        if kwargs.get("collapse_max_onset_step", 0) is None:
+            kwargs["collapse_max_onset_step"] = 0  # None: any step, as 0
+        self.params = check_values(kwargs, style="tool")
+        self._base = _Baseline(self.params["baseline_steps"], self.params["ema"])
         self.onset_step: int | None = None
-        self.recovered_step: int | None = None
-        self.min_ratio: float | None = None
+        self.recovery_step: int | None = None
+        self.min_value: float | None = None  # the watched value's minimum (ratio or reward)
         self.min_step: int | None = None
-        self.last_ratio: float | None = None
 
     @property
     def baseline(self) -> float | None:
-        """Baseline mean length, None until `baseline_steps` values were seen."""
+        """Baseline mean, None until `baseline_steps` values were seen."""
         return self._base.mean if self._base.ready else None
 
     @property
     def active(self) -> bool:
         """True between onset and recovery."""
-        return self.onset_step is not None and self.recovered_step is None
+        return self.onset_step is not None and self.recovery_step is None
+
+    def _low(self, step: int, value: float) -> None:
+        if self.min_value is None or value < self.min_value:
+            self.min_value, self.min_step = value, step
+
+    def summary(self) -> dict[str, Any]:
+        """detected, onset_step, min_value, min_step, recovery_step, steps_to_recover,
+        baseline (plus the detector's own keys)."""
+        return {
+            "detected": self.onset_step is not None,
+            "onset_step": self.onset_step,
+            "min_value": self.min_value,
+            "min_step": self.min_step,
+            "recovery_step": self.recovery_step,
+            "steps_to_recover": (None if self.recovery_step is None
+                                 else self.recovery_step - self.onset_step),
+            "baseline": self.baseline,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self._base.state(), "onset_step": self.onset_step,
+                "recovery_step": self.recovery_step, "min_value": self.min_value,
+                "min_step": self.min_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._base.load(state["base"])
+        self.onset_step = state["onset_step"]
+        self.recovery_step = state.get("recovery_step", state.get("recovered_step"))
+        self.min_value = state.get("min_value", state.get("min_ratio"))
+        self.min_step = state["min_step"]
+
+
+class LengthCollapseDetector(_EpisodeDetector):
+    """Fires when the smoothed mean response length drops below (1 - collapse_drop) x baseline.
+
+    Baseline: mean of the first `baseline_steps` values. Smoothing: EMA with weight `ema` on
+    the newest value (seeded with the first value). Onset: first step (after the baseline is
+    complete and, when `collapse_max_onset_step` > 0, not later than it) with
+    smoothed/baseline < 1 - collapse_drop. Recovery: first later step with smoothed/baseline
+    >= `collapse_recover`. `min_value` is the minimum smoothed/baseline ratio.
+    """
+
+    LOG_PREFIX = "bai/detector/length_"
+    FIELDS = LENGTH_FIELDS
+
+    def __init__(self, collapse_drop: float = 0.5, collapse_recover: float = 0.9,
+                 collapse_max_onset_step: int = 0, baseline_steps: int = 3,
+                 ema: float = 0.5) -> None:
+        super().__init__(collapse_drop=collapse_drop, collapse_recover=collapse_recover,
+                         collapse_max_onset_step=collapse_max_onset_step,
+                         baseline_steps=baseline_steps, ema=ema)
+        self.drop = self.params["collapse_drop"]
+        self.recover = self.params["collapse_recover"]
+        self.max_onset_step = self.params["collapse_max_onset_step"]
+        self.last_ratio: float | None = None
 
     def update(self, step: int, value: float) -> list[str]:
         """Feed the mean response length of `step`; return newly triggered warnings."""
@@ -145,8 +189,7 @@ class LengthCollapseDetector:
             return []
         ratio = self._base.smoothed / base
         self.last_ratio = ratio
-        if self.min_ratio is None or ratio < self.min_ratio:
-            self.min_ratio, self.min_step = ratio, step
+        self._low(step, ratio)
         msgs: list[str] = []
         if self.onset_step is None:
             early = self.max_onset_step == 0 or step <= self.max_onset_step
@@ -157,50 +200,35 @@ class LengthCollapseDetector:
                     f"{self._base.smoothed:.1f} is {ratio:.2f}x its baseline {base:.1f} "
                     f"(threshold {1.0 - self.drop:.2f}x)"
                 )
-        elif self.recovered_step is None and ratio >= self.recover:
-            self.recovered_step = step
+        elif self.recovery_step is None and ratio >= self.recover:
+            self.recovery_step = step
             msgs.append(
                 f"Sequence Length Collapse recovered at step {step}: smoothed length "
                 f"{ratio:.2f}x baseline (onset step {self.onset_step}, "
-                f"minimum {self.min_ratio:.2f}x at step {self.min_step})"
+                f"minimum {self.min_value:.2f}x at step {self.min_step})"
             )
         return msgs
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "detected": self.onset_step is not None,
-            "onset_step": self.onset_step,
-            "min_ratio": 1.0 if self.min_ratio is None else self.min_ratio,
-            "min_step": self.min_step,
-            "recovered_step": self.recovered_step,
-            "baseline": self.baseline,
-        }
+        """The shared keys, and min_ratio (1.0 when nothing was judged yet)."""
+        out = super().summary()
+        out["min_ratio"] = 1.0 if self.min_value is None else self.min_value
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "base": self._base.state(),
-            "onset_step": self.onset_step,
-            "recovered_step": self.recovered_step,
-            "min_ratio": self.min_ratio,
-            "min_step": self.min_step,
-            "last_ratio": self.last_ratio,
-        }
+        return {**super().state_dict(), "last_ratio": self.last_ratio}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._base.load(state["base"])
-        self.onset_step = state["onset_step"]
-        self.recovered_step = state["recovered_step"]
-        self.min_ratio = state["min_ratio"]
-        self.min_step = state["min_step"]
+        super().load_state_dict(state)
         self.last_ratio = state.get("last_ratio")
 
     def logged_state(self) -> dict[str, float]:
         """What a report needs to continue this detector from a log row (keys without
         LOG_PREFIX; floats; unknown values left out): baseline, smoothed, onset_step,
-        min_ratio, min_step, recovered_step."""
+        min_ratio, min_step, recovery_step."""
         return _logged(baseline=self.baseline, smoothed=self._base.smoothed,
-                       onset_step=self.onset_step, min_ratio=self.min_ratio,
-                       min_step=self.min_step, recovered_step=self.recovered_step)
+                       onset_step=self.onset_step, min_ratio=self.min_value,
+                       min_step=self.min_step, recovery_step=self.recovery_step)
 
     def load_logged_state(self, state: Mapping[str, Any]) -> bool:
         """Continue from `logged_state()` values (e.g. a resumed run's first log row); False,
@@ -212,48 +240,36 @@ class LengthCollapseDetector:
         self.last_ratio = smoothed / base if base > 0 else None
         self.onset_step = _step(state, "onset_step")
         known = self.onset_step is not None
-        self.recovered_step = _step(state, "recovered_step") if known else None
-        self.min_ratio = _get(state, "min_ratio")
+        recovery = _step(state, "recovery_step")
+        if recovery is None:
+            recovery = _step(state, "recovered_step")  # logs written before 0.2
+        self.recovery_step = recovery if known else None
+        self.min_value = _get(state, "min_ratio")
         self.min_step = _step(state, "min_step")
         return True
 
 
-class RewardHockeyStickDetector:
+class RewardHockeyStickDetector(_EpisodeDetector):
     """Fires when the smoothed reward dips clearly below its baseline; reports the recovery.
 
     Baseline: mean and sample std of the first `baseline_steps` values. A dip starts at the
-    first later step where smoothed < baseline - margin, margin = max(std_mult x std,
-    rel_drop x |baseline|, abs_drop): both the std and the relative criterion must hold, since
-    a std from 3 values is unreliable (and 0 for equal values). Recovery: the first later step
-    with smoothed >= baseline. Depth = baseline - minimum smoothed reward during the dip. One
-    episode is tracked; non-finite values are ignored.
+    first later step where smoothed < baseline - margin, margin = max(reward_dip_std x std,
+    reward_dip_rel x |baseline|, reward_dip_abs): both the std and the relative criterion must
+    hold, since a std from 3 values is unreliable (and 0 for equal values). Recovery: the first
+    later step with smoothed >= baseline. Depth = baseline - minimum smoothed reward in the dip.
     """
 
     LOG_PREFIX = "bai/detector/reward_"
+    FIELDS = REWARD_FIELDS
 
-    def __init__(
-        self,
-        baseline_steps: int = 3,
-        std_mult: float = 2.0,
-        rel_drop: float = 0.10,
-        ema: float = 0.5,
-        abs_drop: float = 0.0,
-    ) -> None:
-        kw = check_detector_kwargs("reward", {
-            "baseline_steps": baseline_steps, "std_mult": std_mult, "rel_drop": rel_drop,
-            "ema": ema, "abs_drop": abs_drop})
-        self.std_mult = kw["std_mult"]
-        self.rel_drop = kw["rel_drop"]
-        self.abs_drop = kw["abs_drop"]
-        self._base = _Baseline(kw["baseline_steps"], kw["ema"])
-        self.onset_step: int | None = None
-        self.recovery_step: int | None = None
-        self.min_value: float | None = None
-        self.min_step: int | None = None
-
-    @property
-    def baseline(self) -> float | None:
-        return self._base.mean if self._base.ready else None
+    def __init__(self, reward_dip_std: float = 2.0, reward_dip_rel: float = 0.10,
+                 reward_dip_abs: float = 0.0, baseline_steps: int = 3,
+                 ema: float = 0.5) -> None:
+        super().__init__(reward_dip_std=reward_dip_std, reward_dip_rel=reward_dip_rel,
+                         reward_dip_abs=reward_dip_abs, baseline_steps=baseline_steps, ema=ema)
+        self.std_mult = self.params["reward_dip_std"]
+        self.rel_drop = self.params["reward_dip_rel"]
+        self.abs_drop = self.params["reward_dip_abs"]
 
     @property
     def margin(self) -> float | None:
@@ -261,10 +277,6 @@ class RewardHockeyStickDetector:
         if base is None:
             return None
         return max(self.std_mult * self._base.std, self.rel_drop * abs(base), self.abs_drop)
-
-    @property
-    def active(self) -> bool:
-        return self.onset_step is not None and self.recovery_step is None
 
     def update(self, step: int, value: float) -> list[str]:
         """Feed the mean reward of `step`; return newly triggered warnings."""
@@ -285,8 +297,7 @@ class RewardHockeyStickDetector:
                     f"{base:.4f} by more than {margin:.4f}"
                 )
         elif self.recovery_step is None:
-            if sm < self.min_value:
-                self.min_value, self.min_step = sm, step
+            self._low(step, sm)
             if sm >= base:
                 self.recovery_step = step
                 msgs.append(
@@ -297,38 +308,13 @@ class RewardHockeyStickDetector:
         return msgs
 
     def summary(self) -> dict[str, Any]:
+        """The shared keys, and depth / rel_depth of the dip (0.0 / None without one)."""
+        out = super().summary()
         base = self.baseline
-        depth = 0.0
-        if self.min_value is not None and base is not None:
-            depth = base - self.min_value
-        return {
-            "detected": self.onset_step is not None,
-            "onset_step": self.onset_step,
-            "min_step": self.min_step,
-            "depth": depth,
-            "rel_depth": depth / abs(base) if base else None,
-            "recovery_step": self.recovery_step,
-            "steps_to_recover": (
-                None if self.recovery_step is None else self.recovery_step - self.onset_step
-            ),
-            "baseline": base,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "base": self._base.state(),
-            "onset_step": self.onset_step,
-            "recovery_step": self.recovery_step,
-            "min_value": self.min_value,
-            "min_step": self.min_step,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._base.load(state["base"])
-        self.onset_step = state["onset_step"]
-        self.recovery_step = state["recovery_step"]
-        self.min_value = state["min_value"]
-        self.min_step = state["min_step"]
+        depth = base - self.min_value if self.min_value is not None and base is not None else 0.0
+        out["depth"] = depth
+        out["rel_depth"] = depth / abs(base) if base else None
+        return out
 
     def logged_state(self) -> dict[str, float]:
         """What a report needs to continue this detector from a log row (keys without

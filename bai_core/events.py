@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from bai_core.config import BaiConfig
 from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
 
 
@@ -21,10 +21,10 @@ class RunLog(Protocol):
     def curve_key(self, curve: str) -> str | None: ...
 
 
-# report section -> (detector class, curve it watches, CLI flag prefix)
-DETECTORS: dict[str, tuple[type, str, str]] = {
-    "length_collapse": (LengthCollapseDetector, "length_mean", "collapse"),
-    "reward_hockey_stick": (RewardHockeyStickDetector, "reward_mean", "hockey"),
+# report section -> (detector class, curve it watches)
+DETECTORS: dict[str, tuple[type, str]] = {
+    "length_collapse": (LengthCollapseDetector, "length_mean"),
+    "reward_hockey_stick": (RewardHockeyStickDetector, "reward_mean"),
 }
 # report section -> the 0/1 flag the training hooks log for it (1 while the episode is open)
 LOGGED_FLAGS: dict[str, str] = {
@@ -32,30 +32,9 @@ LOGGED_FLAGS: dict[str, str] = {
     "reward_hockey_stick": "bai/detector/reward_dip",
 }
 CONTRACT_KEYS: dict[str, tuple[str, ...]] = {
-    "length_collapse": ("detected", "onset_step", "min_ratio", "min_step", "recovered_step"),
+    "length_collapse": ("detected", "onset_step", "min_ratio", "min_step", "recovery_step"),
     "reward_hockey_stick": ("detected", "onset_step", "min_step", "depth", "recovery_step"),
 }
-
-
-def tunable_params(cls: type) -> dict[str, tuple[type, Any]]:
-    """Threshold parameters of a detector constructor: name -> (type, default).
-
-    Keyword parameters with a bool/int/float default, or a None default annotated as an
-    optional int/float (e.g. `max_onset_step: int | None = None`).
-    """
-    params: dict[str, tuple[type, Any]] = {}
-    for p in inspect.signature(cls).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
-            continue
-        if isinstance(p.default, bool | int | float):
-            params[p.name] = (type(p.default), p.default)
-        elif p.default is None:
-            note = p.annotation if isinstance(p.annotation, str) else str(p.annotation)
-            for kind in (int, float):
-                if kind.__name__ in note:
-                    params[p.name] = (kind, None)
-                    break
-    return params
 
 
 def _clean(value: Any) -> Any:
@@ -72,7 +51,7 @@ def _normalize(section: str, summary: Mapping[str, Any]) -> dict[str, Any]:
     for key in CONTRACT_KEYS[section]:
         out.setdefault(key, None)
     out["detected"] = bool(out["detected"])
-    for key in ("onset_step", "min_step", "recovered_step", "recovery_step", "steps_to_recover"):
+    for key in ("onset_step", "min_step", "recovery_step", "steps_to_recover"):
         if out.get(key) is not None:
             out[key] = int(out[key])
     # The contract types these as floats: "nothing seen" is ratio 1.0 / depth 0.0.
@@ -107,7 +86,7 @@ def _disagreement(section: str, run: RunLog, active: Mapping[int, bool]) -> str 
 
 
 def replay(
-    run: RunLog, params: Mapping[str, Mapping[str, Any]] | None = None
+    run: RunLog, config: BaiConfig | None = None
 ) -> dict[str, dict[str, Any]]:
     """Feed each watched curve step by step to a detector; return their summaries.
 
@@ -120,10 +99,10 @@ def replay(
     or None), `logged_agrees` (whether the flag the run logged matches the replay at every
     step; None when no flag was logged) and, when it does not, `disagreement` (one line).
     """
-    params = params or {}
+    config = config or BaiConfig()
     events: dict[str, dict[str, Any]] = {}
-    for section, (cls, curve, _) in DETECTORS.items():
-        detector = cls(**dict(params.get(section, {})))
+    for section, (cls, curve) in DETECTORS.items():
+        detector = cls(**config.detector_kwargs(cls.FIELDS))
         steps, values = run.curve(curve)
         warnings: list[str] = []
         active: dict[int, bool] = {}

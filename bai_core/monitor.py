@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from bai_core import metrics
-from bai_core.config import BaiConfig
+from bai_core.config import LENGTH_FIELDS, REWARD_FIELDS, BaiConfig
 from bai_core.constants import JSONL_NAME, THINK_CLOSE
 from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
 from bai_core.jsonl import append_row
@@ -83,8 +83,8 @@ class BaiMonitor:
         self.config = config
         self.jsonl_path = jsonl_path
         self.log_kl = log_kl
-        self.length = LengthCollapseDetector(**config.length_detector_kwargs())
-        self.reward = RewardHockeyStickDetector(**config.reward_detector_kwargs())
+        self.length = LengthCollapseDetector(**config.detector_kwargs(LENGTH_FIELDS))
+        self.reward = RewardHockeyStickDetector(**config.detector_kwargs(REWARD_FIELDS))
         self.step_counter = 0
         self.stop_requested = False
         self.seconds = 0.0  # time spent in compute(), for the hooks' cost per step

@@ -1,8 +1,8 @@
-"""Cost of the `bai_mergekit.pth` hook for Python processes that never import mergekit.
+"""Cost of the `bai.pth` hook for Python processes that never import mergekit.
 
     python benchmarks/startup_cost.py [--runs 60]
 
-Times `python -c pass` with the hook installed and with `bai_mergekit.pth` moved aside
+Times `python -c pass` with the hook installed and with `bai.pth` moved aside
 (restored afterwards), interleaved run by run, and reports medians and the difference; also
 the hook module's own import time from `python -X importtime`.
 """
@@ -17,7 +17,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-PTH = Path(sysconfig.get_paths()["purelib"]) / "bai_mergekit.pth"
+PTH = Path(sysconfig.get_paths()["purelib"]) / "bai.pth"
 
 
 def once() -> float:
@@ -30,9 +30,9 @@ def hook_import_us() -> int:
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
                          capture_output=True, text=True, check=True).stderr
     for line in err.splitlines():
-        if line.rstrip().endswith("bai_mergekit_autoload"):
+        if line.rstrip().endswith("bai_autoload"):
             return int(line.split("|")[1])
-    raise SystemExit("bai_mergekit_autoload was not imported: is the package installed?")
+    raise SystemExit("bai_autoload was not imported: is the package installed?")
 
 
 def main() -> None:
@@ -58,10 +58,10 @@ def main() -> None:
     a, b = statistics.median(with_hook), statistics.median(without)
     print(f"| python -c pass ({args.runs} runs each, interleaved) | median (ms) |")
     print("|---|---:|")
-    print(f"| without bai_mergekit.pth | {b * 1e3:.2f} |")
-    print(f"| with bai_mergekit.pth | {a * 1e3:.2f} |")
+    print(f"| without bai.pth | {b * 1e3:.2f} |")
+    print(f"| with bai.pth | {a * 1e3:.2f} |")
     print(f"| difference | {(a - b) * 1e3:+.2f} ({(a / b - 1) * 100:+.1f} %) |")
-    print(f"\n`-X importtime`: bai_mergekit_autoload cumulative import {cumulative} us")
+    print(f"\n`-X importtime`: bai_autoload cumulative import {cumulative} us")
 
 
 if __name__ == "__main__":

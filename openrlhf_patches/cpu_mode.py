@@ -1,8 +1,8 @@
 """`bai-train --bai.cpu`: OpenRLHF 0.11.2 on a CPU-only machine, patched from outside (smoke tests).
 
 OpenRLHF 0.11.2 calls CUDA and NCCL unconditionally in a handful of places (DESIGN.md 3c).
-`install()` runs in the driver and, through the Ray worker setup hook, in every Ray worker when
-BAI_CPU=1; the vLLM engine-core process gets `cpu_worker.CpuWorkerWrap` as its worker extension.
+`install()` runs (through `activate.arm`) in the driver and in every Ray worker when BAI_CPU=1;
+the vLLM engine-core process gets `cpu_worker.CpuWorkerWrap` as its worker extension.
 Nothing here is imported unless CPU mode was asked for, and nothing runs where CUDA is available.
 """
 
@@ -19,7 +19,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .post_import import when_imported
+from bai_autoload import when_imported
+
+from .argv import flag_values
 
 logger = logging.getLogger("bai")
 
@@ -37,6 +39,13 @@ _ENV_DEFAULTS = {
     "DS_ACCELERATOR": "cpu",          # DeepSpeed's CPU accelerator (gloo, CPU ops)
     "VLLM_CPU_KVCACHE_SPACE": "1",    # GiB of KV cache per vLLM CPU engine
     "TOKENIZERS_PARALLELISM": "false",
+    # loopback only: with Ray's cluster mode off, its node IP is 127.0.0.1 and every Ray server
+    # binds there (a node IP of "127.0.0.1" alone is replaced by the interface address)
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "GLOO_SOCKET_IFNAME": "lo",
 }
 
 # flags CPU mode needs (flag -> required value; None = the flag itself must be given)
@@ -94,24 +103,9 @@ def env_vars() -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in defaults.items()}
 
 
-def _flag_values(argv: Sequence[str]) -> dict[str, str | None]:
-    """Last value of each `--flag value` / `--flag=value` / bare `--flag` in argv."""
-    out: dict[str, str | None] = {}
-    for i, arg in enumerate(argv):
-        if not arg.startswith("--"):
-            continue
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-            out[key] = value
-            continue
-        nxt = argv[i + 1] if i + 1 < len(argv) else None
-        out[arg] = None if nxt is None or nxt.startswith("--") else nxt
-    return out
-
-
 def check_argv(argv: Sequence[str]) -> str | None:
     """The first OpenRLHF option the CPU mode cannot run, as one message; None if all is fine."""
-    flags = _flag_values(argv)
+    flags = flag_values(argv)
     for flag, why in UNSUPPORTED.items():
         if flag in flags:
             return f"--bai.cpu cannot run {flag}: {why}"
@@ -253,6 +247,46 @@ def _patch_vllm_engine_args(module: Any) -> None:
     module.AsyncEngineArgs = AsyncEngineArgs
 
 
+def _patch_init_process_group() -> None:
+    """torch's TCPStore (DeepSpeed's `env://` rendezvous) listens on `::` whatever MASTER_ADDR
+    says: with a loopback MASTER_ADDR, rank 0 gets a store on a socket bound to 127.0.0.1."""
+    import datetime
+    import socket
+
+    import torch.distributed as dist
+
+    original = dist.init_process_group
+    if getattr(original, "_bai_cpu", False):
+        return
+
+    @functools.wraps(original)
+    def init_process_group(backend: Any = None, init_method: Any = None, timeout: Any = None,
+                           world_size: int = -1, rank: int = -1, store: Any = None,
+                           **kwargs: Any) -> Any:
+        addr = os.environ.get("MASTER_ADDR", "")
+        if store is not None or init_method not in (None, "env://") or addr != "127.0.0.1":
+            return original(backend, init_method=init_method, timeout=timeout,
+                            world_size=world_size, rank=rank, store=store, **kwargs)
+        rank = int(os.environ["RANK"]) if rank == -1 else rank
+        world_size = int(os.environ["WORLD_SIZE"]) if world_size == -1 else world_size
+        port = int(os.environ["MASTER_PORT"])
+        wait = timeout or datetime.timedelta(minutes=30)
+        if rank == 0:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((addr, port))
+            sock.listen()
+            store = dist.TCPStore(addr, port, world_size, True, wait,
+                                  master_listen_fd=sock.detach())
+        else:
+            store = dist.TCPStore(addr, port, world_size, False, wait)
+        return original(backend, timeout=timeout, world_size=world_size, rank=rank, store=store,
+                        **kwargs)
+
+    init_process_group._bai_cpu = True
+    dist.init_process_group = init_process_group
+
+
 def install() -> bool:
     """Apply the CPU mode in this process (idempotent); False where CUDA is available."""
     global _installed
@@ -268,6 +302,7 @@ def install() -> bool:
     clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     ensure_shim_path()
     _patch_torch_cuda()
+    _patch_init_process_group()
     when_imported("openrlhf.utils.deepspeed.deepspeed", _patch_deepspeed_strategy)
     when_imported("openrlhf.trainer.ppo_utils.replay_buffer", _patch_replay_buffer)
     when_imported("openrlhf.utils.distributed_util", _patch_sync_group)

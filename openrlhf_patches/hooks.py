@@ -1,67 +1,36 @@
-"""Thin, version-guarded wrappers around OpenRLHF 0.11.2's PPO trainer methods (no copied code).
+"""Thin wrappers around OpenRLHF 0.11.2's PPO trainer methods (no copied code).
 
-`install()` is the Ray `worker_process_setup_hook`: it reads BAI_* env vars and patches
-`BasePPOTrainer` (and the Ray actor classes built on it) as soon as
-`openrlhf.trainer.ppo_trainer` is imported in that process; with BAI_CPU=1 it first applies the
-CPU mode (`cpu_mode.py`).
+`patch_module` runs (armed by `activate.arm`) right after `openrlhf.trainer.ppo_trainer` or
+`ppo_trainer_async` loads in a process: it wraps four `BasePPOTrainer` methods, re-points the
+Ray actor classes built on it, and pins those actors to the node that creates them (the head,
+for the driver), so the JSONL, `bai_stop.json` and TensorBoard land where the run was launched.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
 import os
-import sys
 from typing import Any
 
 from bai_core.config import BaiConfig
 from bai_core.constants import STOP_FILE
 from bai_core.monitor import BaiMonitor, default_jsonl, think_close_ids_from_tokenizer
 
-from . import SUPPORTED_OPENRLHF
 from .experiences import batch_from_experiences, kl_is_computed
-from .post_import import when_imported
 
 logger = logging.getLogger("bai")
 
-__all__ = ["install", "patch_trainer_class", "patch_ray_actor_class", "BaiEarlyStop",
-           "TARGET_MODULE", "STATE_KEY", "STOP_FILE"]
+__all__ = ["patch_module", "patch_trainer_class", "patch_ray_actor_class", "BaiEarlyStop",
+           "STATE_KEY", "STOP_FILE"]
 
-TARGET_MODULE = "openrlhf.trainer.ppo_trainer"
-# the async trainer module defines its own Ray actor class on the same base
-TARGET_MODULES = (TARGET_MODULE, "openrlhf.trainer.ppo_trainer_async")
 STATE_KEY = "bai_monitor"
-CPU_ENV = "BAI_CPU"  # "1": bai-train --bai.cpu (see cpu_mode.py)
 _PATCHED_FLAG = "_bai_patched"
-_warned_version = False
 
 
 class BaiEarlyStop(RuntimeError):
     """Raised (only with --bai.stop_on_collapse) after the step's logs/checkpoint are saved."""
-
-
-def openrlhf_version() -> str | None:
-    try:
-        return importlib.metadata.version("openrlhf")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def version_ok(version: str | None = None) -> bool:
-    """True for the supported OpenRLHF version; otherwise warn once and return False."""
-    global _warned_version
-    version = openrlhf_version() if version is None else version
-    if version == SUPPORTED_OPENRLHF:
-        return True
-    if not _warned_version:
-        _warned_version = True
-        logger.warning(
-            "bai: OpenRLHF %s is installed but the BAI hooks target %s exactly; metrics and "
-            "detectors are DISABLED, training continues unchanged.", version, SUPPORTED_OPENRLHF,
-        )
-    return False
 
 
 def _monitor(trainer: Any) -> BaiMonitor:
@@ -127,7 +96,8 @@ def _wrap_save_logs(original):
 
 
 def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
-    """Save the actor of this step (HF format), flush the loggers, record why; the message."""
+    """Save the actor of this step (HF format; the critic too with --critic.save_value_network,
+    as OpenRLHF does at the end of a run), flush the loggers, record why; the message."""
     evidence = mon.collapse_evidence(step)
     logger.error("bai: %s; stopping the run (--bai.stop_on_collapse)", evidence)
     args = getattr(trainer, "args", None)
@@ -140,6 +110,16 @@ def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
         saved = os.path.abspath(out_dir) if out_dir else None
     except Exception as exc:
         _guard(trainer, "actor save on early stop", exc)
+    critic_dir = None
+    critic = getattr(getattr(args, "critic", None), "save_value_network", False) is True
+    if critic and getattr(trainer, "critic_model_group", None) is not None:
+        try:
+            import ray
+
+            ray.get(trainer.critic_model_group.async_run_method(method_name="save_model"))
+            critic_dir = os.path.abspath(out_dir + "_critic") if out_dir else None
+        except Exception as exc:
+            _guard(trainer, "critic save on early stop", exc)
     for name in ("tensorboard_logger", "wandb_logger"):
         log = getattr(trainer, name, None)
         if log is not None:
@@ -148,7 +128,7 @@ def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
             except Exception as exc:
                 _guard(trainer, f"{name} close on early stop", exc)
     record = {"step": step, "evidence": evidence, "actor_dir": saved,
-              "reason": "length_collapse"}
+              "critic_dir": critic_dir, "reason": "length_collapse"}
     try:
         path = os.path.join(os.path.dirname(mon.jsonl_path or ""), STOP_FILE)
         with open(path, "w", encoding="utf-8") as fh:
@@ -252,48 +232,43 @@ def patch_ray_actor_class(actor_class: Any, base: type) -> list[str]:
     return fixed
 
 
-def _patch_module(module: Any) -> bool:
+def pin_to_creating_node(actor_class: Any) -> None:
+    """`actor_class.remote(...)` schedules the actor on the node of the caller (the driver's
+    node, i.e. the head, for OpenRLHF's trainer), so its files land there; idempotent."""
+    if getattr(actor_class, "_bai_pinned", False):
+        return
+    original = actor_class.remote
+
+    @functools.wraps(original)
+    def remote(*args: Any, **kwargs: Any) -> Any:
+        try:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            strategy = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                      soft=False)
+        except Exception as exc:  # pinning is a convenience; never block the launch
+            logger.info("bai: trainer actor not pinned to this node: %r", exc)
+            return original(*args, **kwargs)
+        return actor_class.options(scheduling_strategy=strategy).remote(*args, **kwargs)
+
+    actor_class.remote = remote
+    actor_class._bai_pinned = True
+
+
+def patch_module(module: Any) -> bool:
+    """Patch a trainer module's BasePPOTrainer and its Ray actor classes; False on failure."""
     try:
         base = module.BasePPOTrainer
         if not patch_trainer_class(base):
             return False
         for actor_class in _ray_actor_classes(module, base):
             patch_ray_actor_class(actor_class, base)
+            pin_to_creating_node(actor_class)
+        driver = getattr(module, "PPOTrainerAsync", None)  # async: creates the TrainingActor
+        if hasattr(driver, "__ray_metadata__"):
+            pin_to_creating_node(driver)
         return True
     except Exception as exc:
         logger.warning("bai: could not patch %s: %r", module.__name__, exc)
-        return False
-
-
-def _ensure_log_handler() -> None:
-    """Ray workers have no logging config: give the "bai" logger its own stderr handler."""
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[bai] %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
-def install() -> bool:
-    """Ray worker setup hook (also safe to call in any process). True if patched or armed.
-
-    Never raises: an exception in a Ray setup hook would kill the worker, and training must
-    not depend on the BAI metrics.
-    """
-    try:
-        _ensure_log_handler()
-        if os.environ.get(CPU_ENV) == "1":
-            from .cpu_mode import install as install_cpu_mode
-
-            install_cpu_mode()
-        if BaiConfig.from_env().disable:
-            return False
-        if not version_ok():
-            return False
-        for name in TARGET_MODULES:
-            when_imported(name, _patch_module)
-        return True
-    except Exception as exc:
-        logger.warning("bai: hooks not installed: %r", exc)
         return False

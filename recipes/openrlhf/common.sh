@@ -8,9 +8,14 @@
 #
 # Multi-node: start Ray yourself (head: `ray start --head --num-gpus 8`; others:
 # `ray start --address <head-ip>:6379 --num-gpus 8`), export RAY_ADDRESS=auto and
-# NNODES=<n> on the head, then run the recipe there: bai-train's ray.init joins the cluster
-# and its worker setup hook (the BAI metrics) reaches every node; openrlhf_patches must be
-# installed on every node.
+# NNODES=<n> on the head, then run the recipe there. Every node needs bai installed (the same
+# Python environment: the hooks arm themselves wherever OpenRLHF loads, and REWARD_PY is the
+# installed module's path) and the model paths (ACTOR, critic/RM) at the same place; the
+# trainer actor runs on the head, so bai_metrics.jsonl, bai_stop.json and TensorBoard land
+# there.
+#
+# Async training (ASYNC=1): OpenRLHF's --train.async_enable; no sleep modes (OpenRLHF refuses
+# them with async), vLLM on its own half of the GPUs, actor and reference on the other half.
 #
 # CPU smoke test (CPU_SMOKE=1): the same recipe through `bai-train --bai.cpu` on a CPU-only
 # machine: one logical GPU per role, one vLLM engine, no colocation, ZeRO-0, eager attention,
@@ -22,6 +27,7 @@ RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$RECIPES_DIR/../.." && pwd)"
 
 : "${CPU_SMOKE:=0}"            # 1: bai-train --bai.cpu smoke test on a CPU-only machine
+: "${ASYNC:=0}"                # 1: OpenRLHF async training (see the header)
 : "${NNODES:=1}"
 if [[ "$CPU_SMOKE" == "1" ]]; then : "${NGPUS:=1}"; fi
 : "${NGPUS:=8}"                # GPUs per node
@@ -32,11 +38,16 @@ if [[ "$CPU_SMOKE" == "1" ]]; then : "${NGPUS:=1}"; fi
 : "${PROMPT_MAX_LEN:=1024}"
 : "${MAX_NEW_TOKENS:=8192}"
 : "${SAVE_ROOT:=$REPO_DIR/runs}"
-: "${REWARD_PY:=$REPO_DIR/openrlhf_patches/math_reward.py}"   # rule-based math verifier
+: "${BAI_PYTHON:=python3}"     # the Python of the environment bai is installed in
+if [[ -z "${REWARD_PY:-}" ]]; then   # rule-based math verifier, from the installed package
+  REWARD_PY="$("$BAI_PYTHON" -c 'import openrlhf_patches.math_reward as m; print(m.__file__)' \
+    2>/dev/null || echo "$REPO_DIR/openrlhf_patches/math_reward.py")"
+fi
 : "${MERGE_CONFIG:=$REPO_DIR/recipes/bai.yaml}"
 : "${DRY_RUN:=0}"              # 1: print the bai-train argv (NUL separated) and exit
 
-VLLM_ENGINES=$(( NNODES * NGPUS / VLLM_TP ))
+if [[ "$ASYNC" == "1" ]]; then TRAIN_GPUS=$(( NGPUS / 2 )); else TRAIN_GPUS=$NGPUS; fi
+VLLM_ENGINES=$(( NNODES * (NGPUS - (ASYNC == 1 ? TRAIN_GPUS : 0)) / VLLM_TP ))
 MAX_LEN=$(( PROMPT_MAX_LEN + MAX_NEW_TOKENS ))
 
 # Merge the BAI actor once (SKIP_MERGE=1: the actor is a hub id or an existing model) (stock mergekit-yaml sees merge_method: bai once bai is installed).
@@ -62,6 +73,17 @@ local_abspath() {
   esac
 }
 
+# Async placement: actor + reference on TRAIN_GPUS per node, vLLM engines on the rest.
+async_args() {
+  printf '%s\0' --train.async_enable --train.colocate_actor_ref \
+    --ref.num_nodes "$NNODES" --ref.num_gpus_per_node "$TRAIN_GPUS" \
+    --actor.num_nodes "$NNODES" --actor.num_gpus_per_node "$TRAIN_GPUS" \
+    --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP" \
+    --vllm.gpu_memory_utilization "${VLLM_GPU_UTIL:-0.9}" --ds.zero_stage 3 --ds.param_dtype bf16 \
+    --actor.gradient_checkpointing_enable --ds.packing_samples \
+    --ds.attn_implementation flash_attention_2
+}
+
 # Placement shared by all recipes: one node of NGPUS, every model colocated with vLLM.
 colocated_args() {
   printf '%s\0' \
@@ -83,7 +105,9 @@ cpu_args() {
 }
 
 placement_args() {
-  if [[ "$CPU_SMOKE" == "1" ]]; then cpu_args; else colocated_args; fi
+  if [[ "$CPU_SMOKE" == "1" ]]; then cpu_args
+  elif [[ "$ASYNC" == "1" ]]; then async_args
+  else colocated_args; fi
 }
 
 data_args() {

@@ -21,7 +21,7 @@ COLLAPSE = [1000, 1000, 1000, 300, 300, 300, 300, 400, 600, 900, 1000, 1000, 100
 
 
 def test_length_collapse_onset_min_and_recovery():
-    det = LengthCollapseDetector(drop=0.5, baseline_steps=3, ema=0.5)
+    det = LengthCollapseDetector(collapse_drop=0.5, baseline_steps=3, ema=0.5)
     fired = feed(det, COLLAPSE)
     # smoothed: step4 650 (0.65), step5 475 (0.475 < 0.5) -> onset 5
     s = det.summary()
@@ -30,7 +30,7 @@ def test_length_collapse_onset_min_and_recovery():
     assert s["min_step"] == 7  # 475 -> 387.5 -> 343.75 -> (step 8) 371.9
     assert s["min_ratio"] == pytest.approx(0.34375)
     # recovery at smoothed >= 900: 8: 371.9, 9: 485.9, 10: 693.0, 11: 846.5, 12: 923.2
-    assert s["recovered_step"] == 12
+    assert s["recovery_step"] == 12
     assert sorted(fired) == [5, 12]
     assert "Collapse" in fired[5][0] and "recovered" in fired[12][0]
     json.dumps(s)
@@ -40,7 +40,7 @@ def test_length_collapse_never_recovers():
     det = LengthCollapseDetector()
     feed(det, [800, 820, 780] + [200] * 30)
     s = det.summary()
-    assert s["detected"] and s["recovered_step"] is None
+    assert s["detected"] and s["recovery_step"] is None
     assert s["min_ratio"] == pytest.approx(0.25, rel=1e-3)
     assert det.active
 
@@ -59,16 +59,16 @@ def test_length_immediate_and_late_onset_ignored():
     det = LengthCollapseDetector(ema=1.0)
     fired = feed(det, [100, 100, 100, 49])
     assert list(fired) == [4]
-    late = LengthCollapseDetector(ema=1.0, max_onset_step=5)
+    late = LengthCollapseDetector(ema=1.0, collapse_max_onset_step=5)
     assert feed(late, [100] * 10 + [10] * 5) == {}
     assert late.summary()["detected"] is False
-    in_time = LengthCollapseDetector(ema=1.0, max_onset_step=11)
+    in_time = LengthCollapseDetector(ema=1.0, collapse_max_onset_step=11)
     assert list(feed(in_time, [100] * 10 + [10] * 5)) == [11]
 
 
 @pytest.mark.parametrize("any_step", [0, None])
 def test_max_onset_step_zero_means_any_step(any_step):
-    det = LengthCollapseDetector(ema=1.0, max_onset_step=any_step)
+    det = LengthCollapseDetector(ema=1.0, collapse_max_onset_step=any_step)
     assert det.max_onset_step == 0
     assert list(feed(det, [100] * 50 + [10])) == [51]
 
@@ -88,7 +88,8 @@ DIP = [0.50, 0.52, 0.48, 0.40, 0.30, 0.25, 0.25, 0.30, 0.40, 0.50, 0.60, 0.65, 0
 
 
 def test_reward_hockey_stick_dip_and_recovery():
-    det = RewardHockeyStickDetector(baseline_steps=3, std_mult=2.0, rel_drop=0.10, ema=0.5)
+    det = RewardHockeyStickDetector(baseline_steps=3, reward_dip_std=2.0, reward_dip_rel=0.10,
+                                    ema=0.5)
     fired = feed(det, DIP)
     s = det.summary()
     # baseline 0.5, std 0.02 -> margin max(0.04, 0.05) = 0.05, threshold 0.45
@@ -140,21 +141,31 @@ def test_state_round_trip_mid_run(cut):
 @pytest.mark.parametrize(
     ("cls", "kwargs", "needle"),
     [
-        (LengthCollapseDetector, {"drop": 1.5}, "drop must be in (0, 1), got 1.5"),
-        (LengthCollapseDetector, {"drop": 0.0}, "drop must be in (0, 1), got 0.0"),
-        (LengthCollapseDetector, {"drop": float("nan")}, "drop must be a finite number"),
-        (LengthCollapseDetector, {"recover": 0.0}, "recover must be in (0, 1], got 0.0"),
-        (LengthCollapseDetector, {"recover": 1.2}, "recover must be in (0, 1], got 1.2"),
-        (LengthCollapseDetector, {"drop": 0.2, "recover": 0.7}, "recover must be >= 1 - drop"),
-        (LengthCollapseDetector, {"baseline_steps": 0}, "baseline_steps must be >= 1, got 0"),
-        (LengthCollapseDetector, {"baseline_steps": 2.5}, "baseline_steps must be an integer"),
-        (LengthCollapseDetector, {"max_onset_step": -1}, "max_onset_step must be >= 0"),
-        (LengthCollapseDetector, {"ema": float("inf")}, "ema must be a finite number, got inf"),
-        (RewardHockeyStickDetector, {"ema": 0.0}, "ema must be in (0, 1]"),
-        (RewardHockeyStickDetector, {"std_mult": -1.0}, "std_mult must be >= 0, got -1.0"),
-        (RewardHockeyStickDetector, {"rel_drop": float("nan")}, "rel_drop must be a finite"),
-        (RewardHockeyStickDetector, {"abs_drop": "0.1"}, "abs_drop must be a number, got '0.1'"),
-        (RewardHockeyStickDetector, {"baseline_steps": True}, "baseline_steps must be a number"),
+        (LengthCollapseDetector, {"collapse_drop": 1.5},
+         "--collapse-drop must be in (0, 1), got 1.5"),
+        (LengthCollapseDetector, {"collapse_drop": 0.0},
+         "--collapse-drop must be in (0, 1), got 0.0"),
+        (LengthCollapseDetector, {"collapse_drop": float("nan")},
+         "--collapse-drop must be a finite number"),
+        (LengthCollapseDetector, {"collapse_recover": 0.0},
+         "--collapse-recover must be in (0, 1], got 0.0"),
+        (LengthCollapseDetector, {"collapse_recover": 1.2},
+         "--collapse-recover must be in (0, 1], got 1.2"),
+        (LengthCollapseDetector, {"collapse_drop": 0.2, "collapse_recover": 0.7},
+         "--collapse-recover must be >= 1 - --collapse-drop"),
+        (LengthCollapseDetector, {"baseline_steps": 0}, "--baseline-steps must be >= 1, got 0"),
+        (LengthCollapseDetector, {"baseline_steps": 2.5}, "--baseline-steps must be an integer"),
+        (LengthCollapseDetector, {"collapse_max_onset_step": -1},
+         "--collapse-max-onset-step must be >= 0"),
+        (LengthCollapseDetector, {"ema": float("inf")}, "--ema must be a finite number, got inf"),
+        (RewardHockeyStickDetector, {"ema": 0.0}, "--ema must be in (0, 1]"),
+        (RewardHockeyStickDetector, {"reward_dip_std": -1.0},
+         "--reward-dip-std must be >= 0, got -1.0"),
+        (RewardHockeyStickDetector, {"reward_dip_rel": float("nan")},
+         "--reward-dip-rel must be a finite"),
+        (RewardHockeyStickDetector, {"reward_dip_abs": "0.1"},
+         "--reward-dip-abs must be a number, got '0.1'"),
+        (RewardHockeyStickDetector, {"baseline_steps": True}, "--baseline-steps must be a number"),
     ],
 )
 def test_invalid_parameters(cls, kwargs, needle):
@@ -164,7 +175,7 @@ def test_invalid_parameters(cls, kwargs, needle):
 
 
 def test_recover_equal_to_one_minus_drop_is_allowed():
-    det = LengthCollapseDetector(drop=0.5, recover=0.5, ema=1.0)
+    det = LengthCollapseDetector(collapse_drop=0.5, collapse_recover=0.5, ema=1.0)
     fired = feed(det, [100, 100, 100, 40, 50])
     assert sorted(fired) == [4, 5]
 

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ pytest.importorskip("openrlhf")
 pytest.importorskip("vllm")
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from sockets import non_loopback_sockets  # noqa: E402
+
 REPO = HERE.parent.parent
 RECIPES = REPO / "recipes" / "openrlhf"
 VENV_BIN = Path(sys.executable).parent
@@ -55,6 +59,7 @@ class Run:
     log: str
     out_dir: Path
     seconds: float
+    sockets: list[str]  # sockets of the run's processes outside 127.0.0.0/8, seen while it ran
 
     @property
     def jsonl(self) -> Path:
@@ -138,11 +143,24 @@ def run_recipe(workspace):
             proc = subprocess.Popen(["bash", str(RECIPES / recipe), *args], cwd=workspace,
                                     env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            seen: list[str] = []
+            done = threading.Event()
+
+            def watch() -> None:  # a socket audit of the run's session every second
+                while not done.wait(1.0):
+                    for line in non_loopback_sockets(_session_pids(proc.pid)):
+                        if line not in seen:
+                            seen.append(line)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
             try:
                 rc = proc.wait(timeout=RUN_TIMEOUT)
             except subprocess.TimeoutExpired:
                 rc = -9
             finally:
+                done.set()
+                watcher.join()
                 # the run's own session only: never another test's or the user's Ray
                 for _ in range(3):
                     left = _session_pids(proc.pid)
@@ -152,7 +170,7 @@ def run_recipe(workspace):
                     time.sleep(1)
         text = log_path.read_text(errors="replace")
         return Run(rc=rc, log=text, out_dir=workspace / "runs" / run_name,
-                   seconds=time.monotonic() - start)
+                   seconds=time.monotonic() - start, sockets=seen)
 
     return run
 

@@ -72,6 +72,12 @@ def _bai(row: dict) -> dict:
     return {k: v for k, v in row.items() if k.startswith("bai/")}
 
 
+def test_cpu_mode_listens_and_connects_on_loopback_only(rpp, ppo):
+    """Ray (GCS, raylet, agents, workers), vLLM, DeepSpeed's gloo/TCPStore rendezvous and the
+    weight sync's TCP store: sampled every second, no socket leaves 127.0.0.0/8."""
+    assert rpp.sockets == [] and ppo.sockets == [], "\n".join(rpp.sockets + ppo.sockets)
+
+
 def test_recipe_merged_the_actor_with_stock_mergekit(rpp, workspace):
     # the first recipe run of the session merged it (stock mergekit-yaml); later runs reuse it
     logs = [p.read_text(errors="replace") for p in workspace.glob("*.log")]

@@ -18,10 +18,10 @@ def python(code: str) -> str:
 
 def test_plain_python_loads_only_the_tiny_hook():
     out = python(
-        "import sys; print(sorted(m for m in ('bai_mergekit_autoload', 'bai_mergekit', "
+        "import sys; print(sorted(m for m in ('bai_autoload', 'bai_mergekit', "
         "'mergekit', 'torch') if m in sys.modules))"
     )
-    assert out == "['bai_mergekit_autoload']"
+    assert out == "['bai_autoload']"
 
 
 def test_mergekit_sees_bai_without_importing_our_package():

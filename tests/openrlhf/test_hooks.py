@@ -17,7 +17,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 
 from bai_core import metrics  # noqa: E402
 from bai_core.jsonl import read_rows  # noqa: E402
-from openrlhf_patches import hooks  # noqa: E402
+from openrlhf_patches import activate, hooks  # noqa: E402
 
 THINK_ID = 5
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,7 +73,7 @@ def batch():
 
 @pytest.fixture(scope="module", autouse=True)
 def installed():
-    assert hooks.install() is True
+    assert activate.arm() is True
     assert BasePPOTrainer.__dict__.get("_bai_patched") is True
     return True
 
@@ -207,21 +207,23 @@ def test_stop_on_collapse(trainer, monkeypatch):
 
 def test_version_guard(monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="bai")
-    monkeypatch.setattr(hooks, "_warned_version", False)
-    monkeypatch.setattr(hooks, "openrlhf_version", lambda: "0.11.1")
-    monkeypatch.setattr(hooks, "_patch_module", lambda m: pytest.fail("patched anyway"))
+    monkeypatch.setattr(activate, "openrlhf_version", lambda: "0.11.1")
+    monkeypatch.setattr(hooks, "patch_module", lambda m: pytest.fail("patched anyway"))
     meta = list(sys.meta_path)
-    assert hooks.install() is False
-    assert hooks.install() is False
+    assert activate.arm() is False
     assert sys.meta_path == meta
-    warnings = [r for r in caplog.records if "DISABLED" in r.getMessage()]
+    warnings = [r for r in caplog.records if "support 0.11.2 exactly" in r.getMessage()]
     assert len(warnings) == 1 and "0.11.1" in warnings[0].getMessage()
+    monkeypatch.undo()
+    assert activate.arm() is True
 
 
 def test_bad_env_value_never_raises(trainer, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="bai")
     monkeypatch.setenv("BAI_COLLAPSE_DROP", "not-a-number")
-    assert hooks.install() is False  # a setup hook must not kill the Ray worker
+    assert activate.arm() is False  # must not break OpenRLHF's import in any process
+    errors = [r for r in caplog.records if "not-a-number" in r.getMessage()]
+    assert len(errors) == 1 and "hooks are OFF" in errors[0].getMessage()
     for _ in range(3):
         stats = trainer._compute_rollout_stats(batch())
         assert stats["rollout/num_samples"] == 4.0
@@ -237,11 +239,13 @@ def test_patch_reports_missing_methods():
     assert not hasattr(NotATrainer, "_bai_patched")
 
 
-def test_install_before_import_patches_on_import():
-    """Fresh interpreter: install() first, then OpenRLHF's module import gets patched."""
+def test_installed_bai_patches_openrlhf_on_import_and_imports_nothing_heavy():
+    """Fresh interpreter, no call of ours: bai.pth arms the hooks when `openrlhf` loads, which
+    imports neither torch nor the trainer; importing the trainer module patches it."""
     code = (
-        "import sys; from openrlhf_patches.hooks import install; assert install();"
-        "assert 'openrlhf.trainer.ppo_trainer' not in sys.modules;"
+        "import sys; import openrlhf;"
+        "print('LIGHT', 'torch' not in sys.modules, 'openrlhf_patches.hooks' not in sys.modules,"
+        "      'openrlhf_patches.activate' in sys.modules);"
         "import openrlhf.trainer.ppo_trainer as m;"
         "print('PATCHED', m.BasePPOTrainer.__dict__.get('_bai_patched'))"
     )
@@ -252,4 +256,5 @@ def test_install_before_import_patches_on_import():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "LIGHT True True True" in out.stdout
     assert "PATCHED True" in out.stdout

@@ -11,10 +11,12 @@ import pytest
 pytest.importorskip("openrlhf")
 
 from bai_core.config import ENV_PREFIX, BaiConfig  # noqa: E402
-from openrlhf_patches import launcher  # noqa: E402
+from openrlhf_patches import activate, launcher  # noqa: E402
+from openrlhf_patches.argv import absolutize_paths, ray_resources  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 RECIPES = sorted(p for p in glob.glob(os.path.join(REPO, "recipes", "openrlhf", "*.sh"))
                  if not p.endswith("common.sh"))
 
@@ -29,8 +31,8 @@ class Parsed(Exception):
 
 @pytest.fixture(autouse=True)
 def clean_bai_env(monkeypatch):
-    for f in fields(BaiConfig):
-        key = ENV_PREFIX + f.name.upper()
+    for key in [ENV_PREFIX + f.name.upper() for f in fields(BaiConfig)] + [
+            activate.CPU_ENV, activate.SMOKE_ENV, "BAI_CONFIG"]:
         monkeypatch.setenv(key, "")  # recorded, so teardown restores whatever main() sets
         monkeypatch.delenv(key)
 
@@ -156,33 +158,100 @@ def test_help_lists_both(capsys):
         assert opt in out
 
 
-def test_runtime_env_carries_hook_and_bai_env():
-    env = launcher.runtime_env(BaiConfig(collapse_drop=0.4))
-    assert env["worker_process_setup_hook"] == "openrlhf_patches.hooks.install"
-    assert env["env_vars"]["BAI_COLLAPSE_DROP"] == "0.4"
-    assert BaiConfig.from_env(env["env_vars"]) == BaiConfig(collapse_drop=0.4)
-    assert "worker_process_setup_hook" not in launcher.runtime_env(BaiConfig(disable=True))
-    cpu = launcher.runtime_env(BaiConfig(disable=True), cpu=True)
-    assert cpu["worker_process_setup_hook"] == "openrlhf_patches.hooks.install"  # CPU patches
-    assert cpu["env_vars"]["BAI_CPU"] == "1" and cpu["env_vars"]["DS_ACCELERATOR"] == "cpu"
+def test_openrlhf_ray_init_gets_the_resolved_config(monkeypatch):
+    from openrlhf_patches import cpu_mode
 
-
-def test_openrlhf_ray_init_gets_our_runtime_env_merged(monkeypatch):
-    import ray
-
-    calls = []
-    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(k))
-    extra = launcher.runtime_env(BaiConfig(collapse_drop=0.4))
-    with launcher.ray_init_merged(extra, {"num_gpus": 3, "address": "local"}) as seen:
-        # what OpenRLHF's train() calls
-        ray.init(runtime_env={"env_vars": {"NCCL_DEBUG": "WARN", "TOKENIZERS_PARALLELISM": "x"}})
-    assert seen["count"] == 1 and ray.init is not None
-    kw = calls[0]
-    assert kw["num_gpus"] == 3 and kw["address"] == "local"
+    monkeypatch.setenv("BAI_COLLAPSE_DROP", "0.4")
+    assert activate.arm() is True
+    kw = activate.init_kwargs({"runtime_env": {"env_vars": {"NCCL_DEBUG": "WARN"}}}, [])
     env = kw["runtime_env"]["env_vars"]
-    assert env["NCCL_DEBUG"] == "WARN" and env["TOKENIZERS_PARALLELISM"] == "x"  # OpenRLHF's
-    assert env["BAI_COLLAPSE_DROP"] == "0.4"
-    assert kw["runtime_env"]["worker_process_setup_hook"] == launcher.SETUP_HOOK
+    assert env["NCCL_DEBUG"] == "WARN"  # OpenRLHF's own
+    assert env["BAI_COLLAPSE_DROP"] == "0.4" and env["BAI_CPU"] == "0"
+    assert BaiConfig.from_env(env) == BaiConfig(collapse_drop=0.4)
+    assert "address" not in kw and "num_gpus" not in kw  # a GPU launch keeps Ray's defaults
+    monkeypatch.setattr(activate, "cpu_requested", lambda: True)
+    monkeypatch.setattr(cpu_mode, "env_vars", lambda: {"DS_ACCELERATOR": "cpu"})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    kw = activate.init_kwargs({}, ["--actor.num_gpus_per_node", "1", "--ref.num_gpus_per_node",
+                                   "1", "--vllm.num_engines", "1"])
+    assert kw["address"] == "local" and kw["_node_ip_address"] == "127.0.0.1"
+    assert kw["num_gpus"] == 3 and kw["include_dashboard"] is False
+    assert kw["runtime_env"]["env_vars"]["BAI_CPU"] == "1"
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # ray job submit: join it
+    kw = activate.init_kwargs({}, [])
+    assert "address" not in kw and "num_gpus" not in kw
+    assert kw["runtime_env"]["env_vars"]["DS_ACCELERATOR"] == "cpu"
+
+
+def test_a_bad_value_turns_the_hooks_off_in_every_worker(monkeypatch):
+    monkeypatch.setenv("BAI_EMA", "2")
+    assert activate.arm() is False
+    assert activate.init_kwargs({}, [])["runtime_env"]["env_vars"]["BAI_DISABLE"] == "1"
+    monkeypatch.delenv("BAI_EMA")
+    assert activate.arm() is True
+
+
+def test_inherited_bai_cpu_is_cleared_without_the_flag(parse_only, monkeypatch):
+    monkeypatch.setenv("BAI_CPU", "1")
+    monkeypatch.setenv("BAI_CPU_SMOKE_TEST", "1")
+    parse_only(["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py"])
+    assert "BAI_CPU" not in os.environ and "BAI_CPU_SMOKE_TEST" not in os.environ
+    assert activate.worker_env()["BAI_CPU"] == "0"  # overrides what Ray workers inherit
+
+
+def bai_train(*argv: str, pythonpath: str = "", **env: str) -> subprocess.CompletedProcess:
+    """bai-train in a subprocess, with flash-attn importable (the CPU stand-in) and no Ray."""
+    path = os.pathsep.join(p for p in (pythonpath, SHIMS) if p)
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "bai-train"), *argv],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=path, **env))
+
+
+def assert_refused(out: subprocess.CompletedProcess, needle: str) -> None:
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("bai-train: error: ") and needle in last, last
+    assert "Traceback" not in out.stderr
+    assert "Started a local Ray" not in out.stderr and "ray.init" not in out.stderr
+
+
+def test_other_openrlhf_version_is_refused_before_ray_starts(tmp_path):
+    fake = tmp_path / "openrlhf-0.11.1.dist-info"
+    fake.mkdir()
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: openrlhf\nVersion: 0.11.1\n")
+    out = bai_train("--actor.model_name_or_path", "m", pythonpath=str(tmp_path))
+    assert_refused(out, "OpenRLHF 0.11.1 is installed, bai-train supports 0.11.2")
+    assert "--bai.disable" in out.stderr and "pip install openrlhf==0.11.2" in out.stderr
+
+
+def test_openrlhf_argument_assertion_is_one_line_before_ray_starts():
+    out = bai_train("--actor.model_name_or_path", "m", "--reward.remote_url", "r.py",
+                    "--train.colocate_all", "--train.async_enable", "--vllm.enable_sleep",
+                    "--vllm.num_engines", "8")
+    assert_refused(out, "Async RLHF is not supported with --vllm.enable_sleep")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--train.colocate_all", "--actor.num_gpus_per_node", "8", "--ref.num_gpus_per_node", "8",
+      "--vllm.num_engines", "3", "--vllm.tensor_parallel_size", "2"],
+     "3 x --vllm.tensor_parallel_size 2 = 6 must equal"),
+    (["--train.colocate_all", "--actor.num_gpus_per_node", "8", "--ref.num_gpus_per_node", "4",
+      "--vllm.num_engines", "8"], "same --actor.num_gpus_per_node and --ref.num_gpus_per_node"),
+    (["--vllm.num_engines", "1", "--vllm.gpu_memory_utilization", "1.5"],
+     "--vllm.gpu_memory_utilization must be in (0, 1]"),
+    (["--actor.num_gpus_per_node", "two"], "--actor.num_gpus_per_node must be an integer"),
+])
+def test_placement_arithmetic_is_checked_before_ray_starts(argv, needle):
+    assert_refused(bai_train("--actor.model_name_or_path", "m", "--reward.remote_url", "r.py",
+                             *argv), needle)
+
+
+def test_recipe_async_mode_drops_the_sleep_flags(parse_only):
+    argv = recipe_argv(os.path.join(REPO, "recipes", "openrlhf", "reinforce_pp_bai_7b.sh"),
+                       ASYNC="1")
+    assert "--vllm.enable_sleep" not in argv and "--ds.enable_sleep" not in argv
+    args = parse_only(argv)  # OpenRLHF's own checks accept it
+    assert args.train.async_enable is True
 
 
 def test_unknown_flag_rejected_before_ray_starts():
@@ -202,7 +271,7 @@ def test_relative_paths_become_absolute(tmp_path):
     argv = ["--actor.model_name_or_path", "actor", "--critic.model_name_or_path", "org/hub-id",
             "--reward.remote_url=r.py", "--ckpt.output_dir", "runs/x", "--data.prompt_dataset",
             "org/data", "--train.batch_size", "8"]
-    out = launcher.absolutize_paths(argv, cwd=str(tmp_path))
+    out = absolutize_paths(argv, cwd=str(tmp_path))
     assert out == ["--actor.model_name_or_path", str(tmp_path / "actor"),
                    "--critic.model_name_or_path", "org/hub-id",  # not a local path: a hub id
                    f"--reward.remote_url={tmp_path / 'r.py'}",
@@ -220,7 +289,7 @@ def test_relative_paths_become_absolute(tmp_path):
       "--reward.num_gpus_per_node", "1", "--algo.kl.init_coef", "0"], 4),
 ])
 def test_ray_resources_count_the_gpus_the_recipe_asks_for(argv, gpus):
-    res = launcher.ray_resources(argv)
+    res = ray_resources(argv)
     assert res["num_gpus"] == gpus and res["num_cpus"] >= gpus + 2
 
 

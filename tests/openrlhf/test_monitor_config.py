@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bai_core.config import FLAGS, RULES, BaiConfig
+from bai_core.config import THRESHOLDS, BaiConfig, flag
 from bai_core.jsonl import read_rows
 from bai_core.monitor import BaiMonitor
 from openrlhf_patches.experiences import batch_from_experiences, kl_is_computed
@@ -40,8 +40,10 @@ BAD = [
 def test_defaults_are_valid_and_every_threshold_has_a_rule():
     BaiConfig().validate()
     numeric = {f.name for f in dataclasses.fields(BaiConfig) if f.type in ("int", "float")}
-    assert numeric == set(RULES)
-    assert FLAGS["collapse_drop"] == "--bai.collapse_drop"
+    assert numeric == set(THRESHOLDS)
+    assert flag("collapse_drop") == "--bai.collapse_drop"
+    assert flag("collapse_drop", "tool") == "--collapse-drop"
+    assert flag("collapse_drop", "env") == "BAI_COLLAPSE_DROP"
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD)
@@ -54,10 +56,10 @@ def test_validate_names_option_and_value(field, value, message):
         BaiMonitor(config)  # the monitor refuses the same config
 
 
-def test_validate_uses_caller_flag_names():
+def test_validate_names_the_flag_of_the_caller_style():
     config = BaiConfig(collapse_drop=1.5)
     with pytest.raises(ValueError, match=r"^--collapse-drop must be in \(0, 1\), got 1.5$"):
-        config.validate({"collapse_drop": "--collapse-drop"})
+        config.validate("tool")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_callback_runs_after_the_module_body():
     out = _run(
-        "from openrlhf_patches.post_import import when_imported\n"
+        "from bai_autoload import when_imported\n"
         "seen = []\n"
         "when_imported('colorsys', lambda m: seen.append(m.rgb_to_hsv(1, 0, 0)))\n"
         "assert seen == []\n"
@@ -45,12 +45,12 @@ def test_callback_runs_after_the_module_body():
 
 def test_a_failing_callback_does_not_break_the_import():
     out = _run(
-        "from openrlhf_patches.post_import import when_imported\n"
+        "from bai_autoload import when_imported\n"
         "when_imported('colorsys', lambda m: 1 / 0)\n"
         "import colorsys\n"
         "print(colorsys.rgb_to_hsv(0, 0, 0))\n")
     assert out.returncode == 0, out.stderr
-    assert "post-import patch of colorsys failed" in out.stderr
+    assert "post-import hook of colorsys failed" in out.stderr
 
 
 @pytest.mark.parametrize("order", ["delegating-first", "ours-first"])
@@ -61,7 +61,7 @@ def test_delegating_finder_does_not_recurse(order):
     out = _run(
         DELEGATING_FINDER
         + first[0]
-        + "from openrlhf_patches.post_import import when_imported\n"
+        + "from bai_autoload import when_imported\n"
         + "hit = []\n"
         + "when_imported('colorsys', lambda m: hit.append(m.__name__))\n"
         + first[1]
@@ -77,8 +77,8 @@ def test_bai_hooks_patch_openrlhf_under_a_delegating_finder():
         DELEGATING_FINDER
         + f"sys.path.append({SHIMS!r})\n"
         + "sys.meta_path.insert(0, Delegating())\n"
-        + "from openrlhf_patches import hooks\n"
-        + "assert hooks.install()\n"
+        + "from openrlhf_patches.activate import arm\n"
+        + "assert arm()\n"
         + "import openrlhf.trainer.ppo_trainer as m\n"
         + "print(m.BasePPOTrainer.__dict__.get('_bai_patched'))\n")
     assert out.returncode == 0, out.stderr[-2000:]

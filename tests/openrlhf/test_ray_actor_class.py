@@ -27,8 +27,8 @@ METHODS = ["_compute_rollout_stats", "train_step", "save_logs_and_checkpoints",
 SHIP = r"""
 import sys, json
 sys.path.append({shims!r})
-from openrlhf_patches import hooks
-assert hooks.install()
+from openrlhf_patches.activate import arm
+assert arm()
 import openrlhf.trainer.ppo_trainer as m
 import ray.cloudpickle as cp
 cls = m.PPOTrainer.__ray_metadata__.modified_class
@@ -49,8 +49,7 @@ import sys, json, os
 sys.path.append({shims!r})
 sys.path.insert(0, {here!r})
 import torch
-from openrlhf_patches import hooks
-assert hooks.install()  # what Ray's worker_process_setup_hook runs
+import openrlhf  # in a Ray worker, bai.pth arms the hooks when openrlhf loads
 import ray.cloudpickle as cp
 cls = cp.loads(open({blob!r}, "rb").read())
 from test_hooks import batch

@@ -1,4 +1,4 @@
-"""The launcher's runtime_env makes Ray workers patch OpenRLHF's trainer on import (real Ray)."""
+"""Installed bai patches the OpenRLHF trainer in Ray workers on import (real Ray, no setup hook)."""
 
 import os
 
@@ -8,23 +8,22 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("openrlhf")
 
 from bai_core.config import BaiConfig  # noqa: E402
-from openrlhf_patches import launcher  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SHIMS = os.path.join(REPO, "openrlhf_patches", "cpu_shims")
 
 
-def test_worker_setup_hook_patches_trainer_in_workers():
+def test_installed_bai_patches_the_trainer_in_ray_workers():
     import flash_attn
 
     if ray.is_initialized():
         pytest.skip("Ray already initialized in this process")
-    env = launcher.runtime_env(BaiConfig(collapse_drop=0.42))
+    env = {"env_vars": BaiConfig(collapse_drop=0.42).to_env()}
     shim = "bai-test-shim" in getattr(flash_attn, "__version__", "")
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join([SHIMS, REPO] if shim else [REPO])
     ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=env,
-             log_to_driver=False)  # a new head, whatever other Ray runs here
+             log_to_driver=False, _node_ip_address="127.0.0.1")  # a new head, loopback only
     try:
         @ray.remote
         def probe():
@@ -40,6 +39,6 @@ def test_worker_setup_hook_patches_trainer_in_workers():
         before, patched, cfg = ray.get(probe.remote(), timeout=240)
     finally:
         ray.shutdown()
-    assert before is False  # the hook armed a post-import patch, it imported nothing itself
+    assert before is False  # the import hook armed a post-import patch, it imported nothing
     assert patched is True
     assert cfg.collapse_drop == 0.42

@@ -1,0 +1,175 @@
+"""The one way the BAI hooks enter an OpenRLHF process: `arm()`, idempotent.
+
+`bai.pth` (bai_autoload) calls `on_openrlhf` right after the `openrlhf` package loads, in any
+process of an environment with bai installed: a stock `python -m openrlhf.cli.train_ppo_ray`
+driver, a `ray job submit` entrypoint, every Ray worker on every node, vLLM's engine processes.
+`bai-train` calls `arm()` too (harmless when the import hook already did). Armed, a process:
+- patches OpenRLHF's trainer classes as soon as their modules load (`hooks.patch_module`);
+- in the driver, adds the resolved BAI_* settings to the runtime_env of OpenRLHF's own
+  `ray.init`, so every Ray worker sees the same configuration, and logs one INFO line.
+Configuration comes from BAI_* variables and BAI_CONFIG (bai_core.config); a bad value is one
+ERROR line and the hooks stay off: training runs on unchanged. BAI_DISABLE=1 turns all off.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Any
+
+from bai_autoload import when_imported
+from bai_core.config import BaiConfig
+from bai_core.constants import JSONL_NAME
+
+from . import SUPPORTED_OPENRLHF
+from .argv import flag_value, ray_resources
+
+logger = logging.getLogger("bai")
+
+__all__ = ["CPU_ENV", "SMOKE_ENV", "arm", "cpu_requested", "on_openrlhf", "resolved_config"]
+
+CPU_ENV = "BAI_CPU"  # internal: "1" only from bai-train --bai.cpu or our ray.init's runtime_env
+SMOKE_ENV = "BAI_CPU_SMOKE_TEST"  # public opt-in: a stock launch in the CPU smoke-test mode
+TARGET_MODULES = ("openrlhf.trainer.ppo_trainer", "openrlhf.trainer.ppo_trainer_async")
+LOOPBACK = "127.0.0.1"
+_state: dict[str, Any] = {"armed": False, "active": False, "config": None, "problem": None}
+
+
+def on_openrlhf(module: Any = None) -> None:
+    """bai_autoload's callback for the `openrlhf` package."""
+    arm()
+
+
+def cpu_requested() -> bool:
+    return os.environ.get(CPU_ENV) == "1" or os.environ.get(SMOKE_ENV) == "1"
+
+
+def _ensure_log_handler() -> None:
+    """Ray workers have no logging config: give the "bai" logger its own stderr handler."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[bai] %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def openrlhf_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("openrlhf")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def resolved_config() -> tuple[BaiConfig | None, str | None]:
+    """The validated config of this process's environment, or None and the one-line problem."""
+    try:
+        config = BaiConfig.from_env()
+        config.validate("env")
+        return config, None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def arm() -> bool:
+    """Arm the hooks in this process; True when they will patch OpenRLHF. Never raises.
+
+    The import callbacks are registered once per process (patching itself is idempotent);
+    the configuration is read again on each call (bai-train calls after setting it)."""
+    _state.update(active=False, config=None, problem=None)
+    try:
+        _ensure_log_handler()
+        if cpu_requested():
+            from .cpu_mode import install as install_cpu_mode
+
+            os.environ[CPU_ENV] = "1"
+            install_cpu_mode()
+        if not _state["armed"]:
+            when_imported("ray", _wrap_ray_init)
+            _state["armed"] = True
+        if os.environ.get("BAI_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+        config, problem = resolved_config()
+        if problem:
+            _state["problem"] = problem
+            logger.error("bai: %s; the bai hooks are OFF, training runs on unchanged", problem)
+            return False
+        if config.disable:
+            return False
+        version = openrlhf_version()
+        if version != SUPPORTED_OPENRLHF:
+            logger.warning("bai: OpenRLHF %s is installed but the bai hooks support %s exactly: "
+                           "no bai metrics or detectors in this run", version, SUPPORTED_OPENRLHF)
+            return False
+        _state.update(config=config, active=True)
+        for name in TARGET_MODULES:
+            when_imported(name, _patch_module)
+    except Exception as exc:  # never break OpenRLHF's import
+        logger.warning("bai: hooks not installed: %r", exc)
+    return _state["active"]
+
+
+def _patch_module(module: Any) -> None:
+    from .hooks import patch_module  # torch and the core load only with OpenRLHF's trainer
+
+    patch_module(module)
+
+
+def worker_env() -> dict[str, str]:
+    """What the driver hands every Ray worker: the resolved config (or BAI_DISABLE=1 when it
+    is invalid or off), and the CPU mode's variables (BAI_CPU=0 overrides a leaked one)."""
+    config = _state["config"]
+    env = config.to_env() if config is not None and _state["active"] else {"BAI_DISABLE": "1"}
+    env[CPU_ENV] = "1" if cpu_requested() else "0"
+    if cpu_requested():
+        from .cpu_mode import env_vars
+
+        env.update(env_vars())
+    return env
+
+
+def init_kwargs(kwargs: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    """OpenRLHF's ray.init kwargs with our runtime_env added; for a new local cluster in CPU
+    mode also its logical GPUs and a loopback-only node."""
+    kwargs = dict(kwargs)
+    runtime_env = dict(kwargs.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**worker_env(), **(runtime_env.get("env_vars") or {})}
+    kwargs["runtime_env"] = runtime_env
+    joining = kwargs.get("address") not in (None, "local") or os.environ.get("RAY_ADDRESS")
+    if cpu_requested() and not joining:
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read once at `import ray`: see cpu_mode
+        kwargs.setdefault("address", "local")
+        kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("_node_ip_address", LOOPBACK)
+        for key, value in ray_resources(argv).items():
+            kwargs.setdefault(key, value)
+    return kwargs
+
+
+def _wrap_ray_init(ray: Any) -> None:
+    original = ray.init
+    if getattr(original, "_bai", False):
+        return
+
+    @functools.wraps(original)
+    def init(*args: Any, **kwargs: Any) -> Any:
+        try:
+            argv = sys.argv[1:]
+            kwargs = init_kwargs(kwargs, argv)
+            if _state["active"]:
+                jsonl = _state["config"].jsonl or os.path.join(
+                    flag_value(argv, "--ckpt.output_dir", "./ckpt"), JSONL_NAME)
+                logger.info("bai: hooks active (bai metrics and detectors) -> %s; BAI_DISABLE=1 "
+                            "turns them off", jsonl)
+        except Exception as exc:  # never break OpenRLHF's ray.init
+            logger.warning("bai: runtime_env not extended: %r", exc)
+        return original(*args, **kwargs)
+
+    init._bai = True
+    ray.init = init

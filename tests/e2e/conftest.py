@@ -114,35 +114,47 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
+def recipe_env(workspace: Path, run_name: str, **env: str) -> dict[str, str]:
+    """The environment of a CPU smoke-test recipe run in `workspace`."""
+    full_env = dict(os.environ)
+    full_env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "CPU_SMOKE": "1",
+        "ACTOR": "actor",                 # relative: the recipe's working folder
+        "MERGE_CONFIG": "merge.yaml",
+        "PROMPT_DATA": "prompts.jsonl",
+        "SAVE_ROOT": "runs",
+        "RUN_NAME": run_name,
+        "PROMPT_MAX_LEN": "64",
+        "MAX_NEW_TOKENS": "32",
+        "SAVE_STEPS": "1",
+        "BAI_TEST_ACTOR": str(workspace / "actor"),
+    })
+    full_env.update(env)
+    return full_env
+
+
 @pytest.fixture(scope="session")
-def run_recipe(workspace):
-    """run_recipe(recipe, run_name, args=[...], **env) -> Run; stops every process it started."""
+def make_env(workspace):
+    """make_env(run_name, **env): the environment of a CPU smoke-test recipe run."""
+    return lambda run_name, **env: recipe_env(workspace, run_name, **env)
+
+
+@pytest.fixture(scope="session")
+def run_command(workspace):
+    """run_command(argv, run_name, env) -> Run: a process in its own session in `workspace`,
+    its sockets audited while it runs; every process of that session is stopped after."""
 
     calls = itertools.count(1)
 
-    def run(recipe: str, run_name: str, args: tuple[str, ...] = (), **env: str) -> Run:
-        full_env = dict(os.environ)
-        full_env.update({
-            "PATH": f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}",
-            "HF_HUB_OFFLINE": "1",
-            "CPU_SMOKE": "1",
-            "ACTOR": "actor",                 # relative: the recipe's working folder
-            "MERGE_CONFIG": "merge.yaml",
-            "PROMPT_DATA": "prompts.jsonl",
-            "SAVE_ROOT": "runs",
-            "RUN_NAME": run_name,
-            "PROMPT_MAX_LEN": "64",
-            "MAX_NEW_TOKENS": "32",
-            "SAVE_STEPS": "1",
-            "BAI_TEST_ACTOR": str(workspace / "actor"),
-        })
-        full_env.update(env)
+    def run(argv: list[str], run_name: str, env: dict[str, str]) -> Run:
         log_path = workspace / f"{next(calls):02d}-{run_name}.log"  # a resume keeps its own
         start = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as log:
-            proc = subprocess.Popen(["bash", str(RECIPES / recipe), *args], cwd=workspace,
-                                    env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=workspace, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
             seen: list[str] = []
             done = threading.Event()
 
@@ -171,6 +183,17 @@ def run_recipe(workspace):
         text = log_path.read_text(errors="replace")
         return Run(rc=rc, log=text, out_dir=workspace / "runs" / run_name,
                    seconds=time.monotonic() - start, sockets=seen)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_recipe(workspace, run_command):
+    """run_recipe(recipe, run_name, args=[...], **env) -> Run; stops every process it started."""
+
+    def run(recipe: str, run_name: str, args: tuple[str, ...] = (), **env: str) -> Run:
+        return run_command(["bash", str(RECIPES / recipe), *args], run_name,
+                           recipe_env(workspace, run_name, **env))
 
     return run
 

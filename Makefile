@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.bai-installed
 QUIET_PIP := { grep -v -e '^WARNING: Location' -e '^$$' || true; }
 
-.PHONY: setup test demo lint bench bench-merge bench-metrics clean
+.PHONY: setup test demo lint bench bench-merge bench-metrics bench-hooks clean
 
 $(STAMP): requirements/cpu-lock.txt pyproject.toml bai_autoload.py bai.pth
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): requirements/cpu-lock.txt pyproject.toml bai_autoload.py bai.pth
 	$(PIP) torch==2.13.0 2>&1 | $(QUIET_PIP)
 	@echo "[setup] pinned CPU lock (--no-deps)"
 	DS_BUILD_OPS=0 $(PIP) --no-deps -r requirements/cpu-lock.txt 2>&1 | $(QUIET_PIP)
+	@# the deprecated `pynvml` wrapper (openrlhf requires it) prints a FutureWarning from torch in
+	@# every tool; nvidia-ml-py, in the lock, provides the `pynvml` module itself
+	$(PY) -m pip uninstall -y -q pynvml 2>/dev/null || true
 	@echo "[setup] bai (editable; installs the import hook bai.pth: mergekit and OpenRLHF see bai)"
 	$(PIP) --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import bai_autoload, mergekit.merge_methods as m; m.get('bai')"
@@ -59,13 +62,16 @@ demo: setup
 	@echo "  trained actor (HF format):           demo-out/runs/bai-reinforce/"
 	@echo "  training report:                     demo-out/train-report.png"
 
-bench: bench-merge bench-metrics
+bench: bench-merge bench-metrics bench-hooks
 
 bench-merge: setup
 	$(PY) benchmarks/merge_speed.py
 
 bench-metrics: setup
 	$(PY) benchmarks/metrics_speed.py
+
+bench-hooks: setup
+	$(PY) benchmarks/hook_overhead.py
 
 clean:
 	rm -rf $(VENV) demo-out bench-out

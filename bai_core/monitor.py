@@ -87,7 +87,7 @@ class BaiMonitor:
         self.reward = RewardHockeyStickDetector(**config.detector_kwargs(REWARD_FIELDS))
         self.step_counter = 0
         self.stop_requested = False
-        self.seconds = 0.0  # time spent in compute(), for the hooks' cost per step
+        self.seconds = 0.0  # total time of compute() (and the adapter's extraction)
         self._failed: set[str] = set()
 
     def guard(self, kind: str, exc: BaseException) -> None:
@@ -97,20 +97,24 @@ class BaiMonitor:
             logger.warning("bai: %s failed and is skipped (logged once): %r", kind, exc,
                            exc_info=exc)
 
-    def compute(self, batch: ResponseBatch | None, step: int | None) -> dict[str, float]:
-        """All `bai/` keys for one step's batch; each part fails independently."""
-        start = time.perf_counter()
-        try:
-            return self._compute(batch, step)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def _compute(self, batch: ResponseBatch | None, step: int | None) -> dict[str, float]:
+    def compute(self, batch: ResponseBatch | None, step: int | None,
+                started: float | None = None) -> dict[str, float]:
+        """All `bai/` keys for one step's batch; each part fails independently. The row also
+        gets `bai/perf/hook_ms`: this call's time, from `started` (a `time.perf_counter()`
+        the adapter took before building the batch) when given."""
+        start = time.perf_counter() if started is None else started
         self.step_counter = step if step is not None else self.step_counter + 1
-        step = self.step_counter
-        out: dict[str, float] = {}
         if batch is None or batch.lengths.numel() == 0:
-            return out
+            return {}
+        out = self._compute(batch, self.step_counter)
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        out["bai/perf/hook_ms"] = seconds * 1e3
+        self._write(self.step_counter, out)
+        return out
+
+    def _compute(self, batch: ResponseBatch, step: int) -> dict[str, float]:
+        out: dict[str, float] = {}
         lengths = batch.lengths
         try:
             out.update(metrics.compute_response_metrics(
@@ -133,7 +137,6 @@ class BaiMonitor:
         except Exception as exc:
             self.guard("outcome/kl metrics", exc)
         out.update(self._detect(step, out))
-        self._write(step, out)
         return out
 
     def _detect(self, step: int, stats: dict[str, float]) -> dict[str, float]:

@@ -124,6 +124,7 @@ def worker_env() -> dict[str, str]:
     is invalid or off), and the CPU mode's variables (BAI_CPU=0 overrides a leaked one)."""
     config = _state["config"]
     env = config.to_env() if config is not None and _state["active"] else {"BAI_DISABLE": "1"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("BAI_TEXT_RM")})
     env[CPU_ENV] = "1" if cpu_requested() else "0"
     if cpu_requested():
         from .cpu_mode import env_vars
@@ -137,7 +138,11 @@ def init_kwargs(kwargs: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     mode also its logical GPUs and a loopback-only node."""
     kwargs = dict(kwargs)
     runtime_env = dict(kwargs.get("runtime_env") or {})
-    runtime_env["env_vars"] = {**worker_env(), **(runtime_env.get("env_vars") or {})}
+    # under `ray job submit` the job's env vars already reach every worker, and Ray refuses a
+    # ray.init that names one of them again: add only the others
+    job = _job_env_vars()
+    ours = {k: v for k, v in worker_env().items() if k not in job}
+    runtime_env["env_vars"] = {**ours, **(runtime_env.get("env_vars") or {})}
     kwargs["runtime_env"] = runtime_env
     joining = kwargs.get("address") not in (None, "local") or os.environ.get("RAY_ADDRESS")
     if cpu_requested() and not joining:
@@ -150,6 +155,18 @@ def init_kwargs(kwargs: dict[str, Any], argv: list[str]) -> dict[str, Any]:
         for key, value in ray_resources(argv).items():
             kwargs.setdefault(key, value)
     return kwargs
+
+
+def _job_env_vars() -> dict[str, str]:
+    """The env vars of the `ray job submit` runtime env this driver runs in ({} otherwise)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    try:
+        config = json.loads(raw) if raw else {}
+        return dict((config.get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError, TypeError):
+        return {}
 
 
 def _wrap_ray_init(ray: Any) -> None:

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import time
 from typing import Any
 
 from bai_core.config import BaiConfig
@@ -58,9 +59,10 @@ def _wrap_compute_rollout_stats(original):
     def _compute_rollout_stats(self, experiences):
         stats = original(self, experiences)
         try:
+            started = time.perf_counter()
             mon = _monitor(self)
             batch = batch_from_experiences(experiences, *self.__dict__["_bai_batch_args"])
-            stats.update(mon.compute(batch, self.__dict__.get("_bai_step")))
+            stats.update(mon.compute(batch, self.__dict__.get("_bai_step"), started))
         except Exception as exc:  # never break a training step
             _guard(self, "bai metrics", exc)
         return stats

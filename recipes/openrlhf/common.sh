@@ -131,6 +131,32 @@ output_args() {
   fi
 }
 
+# The reward: REWARD_MODEL (an RM with the actor's tokenizer: OpenRLHF hands it the actor's
+# token ids), TEXT_RM (an RM with its own tokenizer: it scores the response text through
+# openrlhf_patches/text_rm_reward.py), or the rule-based math verifier. Sets REWARD_ARGS and
+# REWARD_KIND; says which in one line.
+reward_args() {
+  if [[ -n "${REWARD_MODEL:-}" && -n "${TEXT_RM:-}" ]]; then
+    echo "[bai] set REWARD_MODEL or TEXT_RM, not both" >&2
+    return 2
+  fi
+  if [[ -n "${REWARD_MODEL:-}" ]]; then
+    REWARD_KIND="reward model $REWARD_MODEL (the actor's token ids)"
+    REWARD_ARGS=(--reward.model_name_or_path "$(local_abspath "$REWARD_MODEL")"
+                 --reward.num_nodes "$NNODES" --reward.num_gpus_per_node "$NGPUS"
+                 --reward.normalize_enable)
+  elif [[ -n "${TEXT_RM:-}" ]]; then
+    REWARD_KIND="reward model $TEXT_RM on the response text (its own tokenizer)"
+    export BAI_TEXT_RM BAI_TEXT_RM_ACTOR
+    BAI_TEXT_RM="$(local_abspath "$TEXT_RM")"
+    BAI_TEXT_RM_ACTOR="${BAI_TEXT_RM_ACTOR:-$ACTOR}"
+    REWARD_ARGS=(--reward.remote_url "$(dirname "$REWARD_PY")/text_rm_reward.py")
+  else
+    REWARD_KIND="rule-based math reward ($REWARD_PY)"
+    REWARD_ARGS=(--reward.remote_url "$REWARD_PY")
+  fi
+}
+
 # Run (or, with DRY_RUN=1, print) bai-train with a NUL-separated argv read from stdin.
 run_bai_train() {
   local -a argv=()

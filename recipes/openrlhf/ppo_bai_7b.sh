@@ -11,10 +11,12 @@
 # init plus lambda < 1, i.e. exactly this setup: CRITIC_INIT and GAE_LAMBDA are explicit so
 # you can separate the causes (e.g. GAE_LAMBDA=1.0, or CRITIC_INIT=$ACTOR).
 #
-# Reward: set REWARD_MODEL to a reward model that shares the actor's tokenizer (Qwen2.5
-# family) for the paper's RM + RM-initialized critic. Without it the rule-based math
-# verifier (openrlhf_patches/math_reward.py) scores answers and the critic starts from
-# CRITIC_INIT (default: the actor).
+# Reward: REWARD_MODEL, a reward model with the actor's tokenizer (R1-Distill's: OpenRLHF
+# hands it the actor's token ids), for the paper's RM + RM-initialized critic (its value head:
+# add --ds.value_head_prefix if it is not "score"); TEXT_RM, a reward model with its own
+# tokenizer, scored on the response text (the critic then starts from the actor: it reads the
+# actor's ids); neither: the rule-based math verifier and a critic from CRITIC_INIT (default:
+# the actor). The run says which in one line.
 # Usage: [ACTOR=./bai-actor] [REWARD_MODEL=...] [NGPUS=8] recipes/openrlhf/ppo_bai_7b.sh [--extra flags]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -30,18 +32,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ensure_actor "$ACTOR" "$MERGE_CONFIG"
 ACTOR="$(local_abspath "$ACTOR")"
 
+reward_args
 if [[ -n "${REWARD_MODEL:-}" ]]; then
   : "${CRITIC_INIT:=$REWARD_MODEL}"   # paper: critic from the reward model
-  REWARD_ARGS=(--reward.model_name_or_path "$REWARD_MODEL"
-               --reward.num_nodes "$NNODES" --reward.num_gpus_per_node "$NGPUS"
-               --reward.normalize_enable)
 else
   : "${CRITIC_INIT:=$ACTOR}"
-  echo "[bai] REWARD_MODEL unset: rule-based math reward, critic from $CRITIC_INIT" >&2
-  REWARD_ARGS=(--reward.remote_url "$REWARD_PY")
 fi
-
 CRITIC_INIT="$(local_abspath "$CRITIC_INIT")"
+echo "[bai] PPO: reward = $REWARD_KIND; critic initialized from $CRITIC_INIT; GAE lambda" \
+  "$GAE_LAMBDA, gamma $GAE_GAMMA" >&2
 
 { placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
   --actor.model_name_or_path "$ACTOR" \

@@ -2,7 +2,8 @@
 # REINFORCE++ with a per-prompt baseline (reinforce_baseline, the estimator OpenRLHF's
 # maintainers recommend over GRPO for stability) on the BAI-merged 7B actor, 1 node x 8 GPUs.
 # No critic. The paper ran PPO on in-house Seed models; this critic-free variant on public
-# checkpoints is our adaptation. Reward: rule-based math verifier unless REWARD_MODEL is set.
+# checkpoints is our adaptation. Reward: rule-based math verifier unless REWARD_MODEL or TEXT_RM
+# is set (see ppo_bai_7b.sh).
 # Usage: [ACTOR=./bai-actor] [NGPUS=8] recipes/openrlhf/reinforce_pp_bai_7b.sh [--extra flags]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -15,12 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ensure_actor "$ACTOR" "$MERGE_CONFIG"
 ACTOR="$(local_abspath "$ACTOR")"
 
-if [[ -n "${REWARD_MODEL:-}" ]]; then
-  REWARD_ARGS=(--reward.model_name_or_path "$REWARD_MODEL"
-               --reward.num_nodes "$NNODES" --reward.num_gpus_per_node "$NGPUS")
-else
-  REWARD_ARGS=(--reward.remote_url "$REWARD_PY")
-fi
+reward_args
+echo "[bai] REINFORCE++: reward = $REWARD_KIND" >&2
 
 { placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
   --actor.model_name_or_path "$ACTOR" \

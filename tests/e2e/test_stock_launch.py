@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,6 +141,11 @@ def _kill_tree(sid: int) -> None:
 
 def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
     port, dash = free_port(), free_port()
+    # every port of its own: Ray's fixed defaults (dashboard agent, metrics) would collide
+    # with another Ray on this machine
+    ports = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--metrics-export-port", "--ray-client-server-port", "--runtime-env-agent-port"]
+    extra = [x for flag in ports for x in (flag, str(free_port()))]
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     temp = Path("/tmp") / f"bai-job-{os.getpid()}"  # Ray's socket paths must stay short
@@ -147,9 +153,9 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
          "--include-dashboard", "true", "--num-gpus", "3", "--num-cpus", "4",
-         "--temp-dir", str(temp), "--disable-usage-stats"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+         "--temp-dir", str(temp), "--disable-usage-stats", *extra],
+        env=env, cwd=tmp_path, stdout=open(tmp_path / "ray-start.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dash}"
         deadline = time.monotonic() + 180
@@ -158,7 +164,8 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
                                    env=env, capture_output=True, timeout=60)
             if probe.returncode == 0:
                 break
-            assert time.monotonic() < deadline and head.poll() is None, probe.stderr[-2000:]
+            alive = head.poll() is None
+            assert time.monotonic() < deadline and alive, (tmp_path / "ray-start.log").read_text()
             time.sleep(3)
         runtime_env = {"env_vars": {**STOCK_ENV, "BAI_BUCKET_WIDTH": "10", "HF_HUB_OFFLINE": "1"}}
         run = run_command(
@@ -167,6 +174,7 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
              *stock("stock-job")], "stock-job", env)
     finally:
         _kill_tree(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
     assert run.rc == 0, tail(run.log)
     rows = run.rows()
     assert [r["step"] for r in rows] == [1, 2]

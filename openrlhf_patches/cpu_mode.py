@@ -100,6 +100,7 @@ def clear_stale_build_locks(root: str, max_age_s: float = 900.0) -> list[str]:
 def env_vars() -> dict[str, str]:
     """The environment the CPU mode adds for the driver and the Ray workers."""
     defaults = dict(_ENV_DEFAULTS, TORCH_EXTENSIONS_DIR=extensions_dir())
+    defaults[DTYPE_ENV] = train_dtype()  # the driver decides, every worker follows
     return {k: os.environ.get(k, v) for k, v in defaults.items()}
 
 
@@ -241,6 +242,8 @@ def _patch_vllm_engine_args(module: Any) -> None:
     def AsyncEngineArgs(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (same name as vLLM's)
         if kwargs.get("worker_extension_cls") == OPENRLHF_WORKER_WRAP:
             kwargs["worker_extension_cls"] = CPU_WORKER_WRAP
+            if train_dtype() == "fp32" and kwargs.get("dtype") == "bfloat16":
+                kwargs["dtype"] = "float32"  # the dtype DeepSpeed trains in, for the sync
         return original(*args, **kwargs)
 
     AsyncEngineArgs._bai_cpu = True
@@ -287,6 +290,62 @@ def _patch_init_process_group() -> None:
     dist.init_process_group = init_process_group
 
 
+DTYPE_ENV = "BAI_CPU_DTYPE"  # "bf16" or "fp32"; default: bf16 only where the CPU computes it
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere torch emulates bf16
+    matmuls, hundreds of times slower than fp32 (DESIGN.md 3d)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def train_dtype() -> str:
+    """The CPU mode's dtype for training and vLLM: BAI_CPU_DTYPE, else bf16 only on native bf16."""
+    choice = os.environ.get(DTYPE_ENV, "").strip().lower()
+    if choice in ("bf16", "fp32"):
+        return choice
+    return "bf16" if native_bf16() else "fp32"
+
+
+def _patch_dtype_conversion(module: Any) -> None:
+    """OpenRLHF's `convert_to_torch_dtype` knows bf16/fp16 only: add fp32."""
+    import torch
+
+    original = module.convert_to_torch_dtype
+    if getattr(original, "_bai_cpu", False):
+        return
+
+    @functools.wraps(original)
+    def convert_to_torch_dtype(param_dtype: str) -> Any:
+        return torch.float32 if param_dtype == "fp32" else original(param_dtype)
+
+    convert_to_torch_dtype._bai_cpu = True
+    module.convert_to_torch_dtype = convert_to_torch_dtype
+
+
+def _patch_strategy_dtype(module: Any) -> None:
+    """`--ds.param_dtype bf16` becomes fp32 (DeepSpeed's bf16 off; models load in fp32); the
+    strategy carries its args to every Ray actor, so this runs in the driver."""
+    cls = module.DeepspeedStrategy
+    original = cls.__init__
+    if getattr(original, "_bai_cpu", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self.param_dtype == "bf16":
+            self.param_dtype = self.args.ds.param_dtype = "fp32"
+
+    __init__._bai_cpu = True
+    cls.__init__ = __init__
+
+
 def install() -> bool:
     """Apply the CPU mode in this process (idempotent); False where CUDA is available."""
     global _installed
@@ -308,5 +367,8 @@ def install() -> bool:
     when_imported("openrlhf.utils.distributed_util", _patch_sync_group)
     when_imported("openrlhf.trainer.ray.ppo_actor", _patch_sync_group)
     when_imported("vllm", _patch_vllm_engine_args)
+    if train_dtype() == "fp32":
+        when_imported("openrlhf.utils.utils", _patch_dtype_conversion)
+        when_imported("openrlhf.utils.deepspeed.deepspeed", _patch_strategy_dtype)
     _installed = True
     return True

@@ -162,9 +162,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except _Usage as exc:
         parser.error(str(exc))
     os.environ.update(config.to_env())
-    if arm() and ns.cpu:
+    armed = arm()
+    if ns.cpu:
+        from .cpu_mode import native_bf16, train_dtype
+
+        dtype = train_dtype()
+        why = "" if dtype == "bf16" or native_bf16() else (
+            " (this CPU has no native bf16, AVX512-BF16 or AMX: emulated bf16 is ~400x slower)")
         logger.warning("bai: CPU mode (--bai.cpu): OpenRLHF's CUDA/NCCL calls are patched from "
-                       "outside, Ray runs on 127.0.0.1 on CPU; a smoke test, not a training setup")
+                       "outside, Ray runs on 127.0.0.1, training and vLLM in %s%s; a smoke test, "
+                       "not a training setup%s", dtype, why,
+                       "" if armed else " (bai hooks off)")
     try:
         run_openrlhf(rest)
     except AssertionError as exc:

@@ -85,6 +85,28 @@ def _disagreement(section: str, run: RunLog, active: Mapping[int, bool]) -> str 
     )
 
 
+def _from_logged_flag(section: str, run: RunLog, steps: list[int]) -> dict[str, Any] | None:
+    """The episode as the run itself logged it, for a log that starts inside an episode (its
+    first row has the detector's flag at 1) without the state to replay from (an older log, a
+    log cut after a resume): onset before the first step, recovery where the flag went to 0."""
+    flags = run.series.get(LOGGED_FLAGS[section], {})
+    if not steps or flags.get(steps[0], 0.0) < 0.5:
+        return None
+    recovery = next((s for s in steps if s in flags and flags[s] < 0.5), None)
+    watched = ("bai/detector/length_ratio_smoothed" if section == "length_collapse"
+               else "bai/detector/reward_smoothed")
+    low = min(((v, s) for s, v in run.series.get(watched, {}).items() if s in steps),
+              default=(None, None))
+    out = {"detected": True, "onset_step": None, "onset_before_step": steps[0],
+           "detected_from": f"{LOGGED_FLAGS[section]} = 1 logged at step {steps[0]}, the "
+                            "log's first step (the onset came earlier)",
+           "recovery_step": recovery, "steps_to_recover": None, "min_value": low[0],
+           "min_step": low[1], "depth": None, "rel_depth": None, "baseline": None}
+    if section == "length_collapse":
+        out["min_ratio"] = low[0]
+    return out
+
+
 def replay(
     run: RunLog, config: BaiConfig | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -98,6 +120,9 @@ def replay(
     detector's messages, in order), `seeded_from_step` (the row whose logged state was used,
     or None), `logged_agrees` (whether the flag the run logged matches the replay at every
     step; None when no flag was logged) and, when it does not, `disagreement` (one line).
+    A log that starts inside an episode the run logged (the flag at 1 in its first row) but
+    without the state to continue from reports that episode: `detected`, `onset_step` None,
+    `onset_before_step` (the first step) and `detected_from` (where that came from).
     """
     config = config or BaiConfig()
     events: dict[str, dict[str, Any]] = {}
@@ -114,12 +139,17 @@ def replay(
         for step, value in zip(steps, values, strict=True):
             warnings.extend(detector.update(step, value))
             active[step] = detector.active
-        summary = _normalize(section, detector.summary())
+        logged_episode = None if seeded is not None else _from_logged_flag(section, run, steps)
+        if logged_episode is not None:
+            summary = _normalize(section, {**detector.summary(), **logged_episode})
+            warnings = []  # the fresh replay's baseline came from steps inside the episode
+        else:
+            summary = _normalize(section, detector.summary())
         summary["logged"] = bool(active)
         summary["source_key"] = run.curve_key(curve)
         summary["warnings"] = warnings
         summary["seeded_from_step"] = seeded
-        disagreement = _disagreement(section, run, active)
+        disagreement = None if logged_episode else _disagreement(section, run, active)
         flag_logged = bool(run.series.get(LOGGED_FLAGS[section]))
         summary["logged_agrees"] = (disagreement is None) if flag_logged else None
         if disagreement:

@@ -1,10 +1,11 @@
-"""Cost of the `bai.pth` hook for Python processes that never import mergekit.
+"""Cost of the `bai.pth` hook: for any Python process, and for `import openrlhf`.
 
     python benchmarks/startup_cost.py [--runs 60]
 
-Times `python -c pass` with the hook installed and with `bai.pth` moved aside
-(restored afterwards), interleaved run by run, and reports medians and the difference; also
-the hook module's own import time from `python -X importtime`.
+Times `python -c pass` and `python -c "import openrlhf"` (where the hook arms the OpenRLHF
+hooks) with the hook installed and with `bai.pth` moved aside (restored afterwards),
+interleaved run by run, and reports medians and the difference; also the hook module's own
+import time from `python -X importtime`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from pathlib import Path
 PTH = Path(sysconfig.get_paths()["purelib"]) / "bai.pth"
 
 
-def once() -> float:
+CODES = ("pass", "import openrlhf")
+
+
+def once(code: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - start
 
 
@@ -43,24 +47,28 @@ def main() -> None:
         raise SystemExit(f"{PTH} not found: install the package first (make setup)")
     cumulative = hook_import_us()
     aside = PTH.with_suffix(".pth.off")
-    with_hook, without = [], []
+    with_hook: dict[str, list[float]] = {c: [] for c in CODES}
+    without: dict[str, list[float]] = {c: [] for c in CODES}
     try:
         for _ in range(args.runs):
-            with_hook.append(once())
+            for code in CODES:
+                with_hook[code].append(once(code))
             PTH.rename(aside)
             try:
-                without.append(once())
+                for code in CODES:
+                    without[code].append(once(code))
             finally:
                 aside.rename(PTH)
     finally:
         if aside.exists() and not PTH.exists():
             aside.rename(PTH)
-    a, b = statistics.median(with_hook), statistics.median(without)
-    print(f"| python -c pass ({args.runs} runs each, interleaved) | median (ms) |")
-    print("|---|---:|")
-    print(f"| without bai.pth | {b * 1e3:.2f} |")
-    print(f"| with bai.pth | {a * 1e3:.2f} |")
-    print(f"| difference | {(a - b) * 1e3:+.2f} ({(a / b - 1) * 100:+.1f} %) |")
+    print(f"| command ({args.runs} runs each, interleaved) | without bai.pth (ms) | "
+          "with bai.pth (ms) | difference |")
+    print("|---|---:|---:|---:|")
+    for code in CODES:
+        a, b = statistics.median(with_hook[code]), statistics.median(without[code])
+        print(f"| `python -c \"{code}\"` | {b * 1e3:.1f} | {a * 1e3:.1f} | "
+              f"{(a - b) * 1e3:+.1f} ms ({(a / b - 1) * 100:+.1f} %) |")
     print(f"\n`-X importtime`: bai_autoload cumulative import {cumulative} us")
 
 

@@ -144,7 +144,8 @@ def _policy_kl(model_a: Path, model_b: Path, prompts: list[str]) -> float:
 
 def test_weight_sync_moved_vllm_weights(rpp, workspace):
     tb = read_tensorboard(next(rpp.tensorboard.iterdir()))
-    assert tb.series["actor_grad_norm"][1] > 0  # a real gradient at step 1
+    # (a real gradient at step 1: `moved` below; DeepSpeed logs no grad norm for an fp32
+    # ZeRO-0 run, which the CPU mode is on CPUs without native bf16)
     mismatch = abs(tb.series["vllm_kl"][2])  # vLLM vs DeepSpeed weights while sampling step 2
     moved = _policy_kl(workspace / "actor", rpp.out_dir / "ckpt" / "global_step1_hf",
                        [f"What is {i} + {i}?" for i in range(6)])

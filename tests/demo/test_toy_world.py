@@ -1,0 +1,100 @@
+"""The toy world: the small family's roles differ as their names say, in REAL generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bai_demo.toy_task import Problem, TaskSpec, heldout_problems, reasoning_answer, trace_lines
+from bai_demo.toy_world import FULL, MANIFEST, SMALL, build_family
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_teacher_trace_carries():
+    assert trace_lines(Problem(4821, 937)) == ["1+7+0=08", "2+3+0=05", "8+9+0=17", "4+0+1=05"]
+    assert Problem(9, 5, 3).question == "009+005"
+    assert reasoning_answer(Problem(9, 5, 2)).endswith("9+5+0=14\n0+0+1=01\n</think>\n14")
+
+
+def test_heldout_is_deterministic_and_distinct():
+    spec = TaskSpec(heldout_size=50)
+    assert heldout_problems(spec) == heldout_problems(spec)
+    assert len(set(heldout_problems(spec))) == 50
+
+
+def test_recipe_hash_names_the_recipe():
+    assert FULL.key != SMALL.key and len(SMALL.key) == 16
+    assert SMALL.key == type(SMALL)(**{**SMALL.__dict__}).key
+
+
+def test_family_files(small_family):
+    from transformers import AutoConfig, AutoTokenizer
+
+    manifest = json.loads((small_family.root / MANIFEST).read_text())
+    assert manifest["key"] == SMALL.key and small_family.root.name == SMALL.key
+    configs = {r: AutoConfig.from_pretrained(small_family.role(r))
+               for r in ("base", "instruct", "reasoning")}
+    assert all(c.model_type == "qwen2" and c.hidden_size // c.num_attention_heads == 64
+               for c in configs.values())
+    assert configs["reasoning"].max_position_embeddings == \
+        4 * configs["instruct"].max_position_embeddings
+    tok = AutoTokenizer.from_pretrained(small_family.reasoning)
+    assert len(tok.encode("</think>", add_special_tokens=False)) == 1
+    prompt = tok.apply_chat_template([{"role": "user", "content": "001+002"}], tokenize=False,
+                                     add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n") and "<think>" not in prompt
+    rows = [json.loads(line) for line in small_family.heldout_prompts.read_text().splitlines()]
+    assert len(rows) == SMALL.task.heldout_size and {"prompt", "label"} <= set(rows[0])
+    train = {r["prompt"] for r in map(json.loads, small_family.train_prompts.read_text()
+                                      .splitlines())}
+    assert not train & {r["prompt"] for r in rows}
+
+
+def test_second_build_reuses_the_cache(small_family):
+    start = time.monotonic()
+    again = build_family(SMALL)
+    assert again.root == small_family.root and time.monotonic() - start < 5
+
+
+def test_cli_prints_the_paths(small_family):
+    proc = subprocess.run([sys.executable, "-m", "bai_demo.toy_world", "build", "--small",
+                           "--json"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    paths = json.loads(proc.stdout)["paths"]
+    assert paths["reasoning"] == str(small_family.reasoning)
+    assert Path(paths["heldout_prompts"]).is_file()
+
+
+@pytest.fixture(scope="module")
+def probe(small_family, tmp_path_factory):
+    """bai-probe (vLLM on CPU) of instruct and reasoning on the held-out problems."""
+    pytest.importorskip("vllm")
+    out = tmp_path_factory.mktemp("probe") / "probe.json"
+    argv = [str(VENV_BIN / "bai-probe"), str(small_family.instruct), str(small_family.reasoning),
+            "--prompts", str(small_family.heldout_prompts), "-n", "1", "--max-tokens", "96",
+            "--json-out", str(out), "--no-samples"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)
+    return {c["name"]: c["metrics"] for c in json.loads(out.read_text())["candidates"]}
+
+
+def test_reasoning_is_long_and_closes_think(probe):
+    inst, reas = probe["instruct"], probe["reasoning"]
+    assert reas["bai/response_length/mean"] >= 3 * inst["bai/response_length/mean"], probe
+    assert reas["bai/think/closed_ratio"] >= 0.9, reas
+    assert inst["bai/think/closed_ratio"] <= 0.05, inst  # answers directly
+
+
+def test_reasoning_is_more_accurate(probe):
+    inst, reas = probe["instruct"]["bai/reward/mean"], probe["reasoning"]["bai/reward/mean"]
+    assert reas > inst, (inst, reas)

@@ -176,17 +176,24 @@ def _wrap_ray_init(ray: Any) -> None:
 
     @functools.wraps(original)
     def init(*args: Any, **kwargs: Any) -> Any:
+        jsonl = None
         try:
             argv = sys.argv[1:]
             kwargs = init_kwargs(kwargs, argv)
             if _state["active"]:
                 jsonl = _state["config"].jsonl or os.path.join(
                     flag_value(argv, "--ckpt.output_dir", "./ckpt"), JSONL_NAME)
-                logger.info("bai: hooks active (bai metrics and detectors) -> %s; BAI_DISABLE=1 "
-                            "turns them off", jsonl)
         except Exception as exc:  # never break OpenRLHF's ray.init
             logger.warning("bai: runtime_env not extended: %r", exc)
-        return original(*args, **kwargs)
+        context = original(*args, **kwargs)
+        if jsonl:
+            try:
+                node = ray.get_runtime_context().get_node_id()
+            except Exception:
+                node = None
+            logger.info("bai: hooks active (bai metrics and detectors) -> %s, by the trainer on "
+                        "this node (%s); BAI_DISABLE=1 turns them off", jsonl, node)
+        return context
 
     init._bai = True
     ray.init = init

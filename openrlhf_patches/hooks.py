@@ -50,8 +50,17 @@ def _monitor(trainer: Any) -> BaiMonitor:
         mon = BaiMonitor(config, jsonl_path=jsonl, log_kl=kl_is_computed(args))
         trainer.__dict__["_bai_monitor"] = mon
         trainer.__dict__["_bai_batch_args"] = (ids, n if isinstance(n, int) else 1)
-        logger.info("bai: metrics -> %s", jsonl)
+        logger.info("bai: metrics -> %s (written on Ray node %s)", jsonl, _node_id())
     return mon
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return None
 
 
 def _wrap_compute_rollout_stats(original):

@@ -1,0 +1,61 @@
+"""Issue 16: a two-node Ray cluster (on 127.0.0.1): the GPU roles run on the other node, the
+trainer and its files (bai_metrics.jsonl, TensorBoard) on the head, where the run started."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sockets import session_pids
+
+HERE = Path(__file__).resolve().parent
+SMALL = {"N_SAMPLES": "4", "ROLLOUT_BATCH_SIZE": "8", "TRAIN_BATCH_SIZE": "16", "LR": "1e-2",
+         "REWARD_PY": "rewards_len.py"}
+MICRO = ("--rollout.micro_batch_size", "8", "--train.micro_batch_size", "8")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    address = tmp / "address"
+    temp = Path("/tmp") / f"bai-2n-{os.getpid()}"  # Ray's socket paths must stay short
+    proc = subprocess.Popen([sys.executable, str(HERE / "cluster_two_nodes.py"), str(address),
+                             str(temp)], stdout=open(tmp / "cluster.log", "w"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not address.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                (tmp / "cluster.log").read_text()[-3000:])
+            time.sleep(1)
+        yield address.read_text().strip()
+    finally:
+        for _ in range(3):
+            for pid in session_pids(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(1)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
+    run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes", MICRO, RAY_ADDRESS=cluster,
+                     **SMALL)
+    assert run.rc == 0, "\n".join(run.log.splitlines()[-60:])
+    assert [r["step"] for r in run.rows()] == [1, 2]
+    assert list(run.tensorboard.rglob("events.out.tfevents.*"))
+    head = re.search(r"bai: hooks active .* by the trainer on this node \((\w+)\)", run.log)
+    trainer = re.search(r"\(PPOTrainer pid=\d+\).*bai: metrics -> .* on Ray node (\w+)\)",
+                        run.log)
+    assert head and trainer, "node ids not logged"
+    assert trainer.group(1) == head.group(1)  # the trainer actor ran on the driver's node
+    assert run.sockets == [], "\n".join(run.sockets)

@@ -45,13 +45,13 @@ demo: setup
 	@echo "[demo] bai-probe: sampling the merged actor and its inputs with vLLM (CPU)"
 	$(VENV)/bin/bai-probe demo-out/base demo-out/instruct demo-out/reasoning demo-out/bai-actor \
 		-n 2 --max-tokens 96 --dtype float32 \
-		--json-out demo-out/probe.json --png-out demo-out/probe.png
+		--json demo-out/probe.json --png demo-out/probe.png
 	@echo "[demo] bai-train --bai.cpu: 3 REINFORCE++ steps of demo-out/bai-actor through the shipped"
 	@echo "       recipes/openrlhf/reinforce_pp_bai_7b.sh (OpenRLHF's own loop, vLLM + DeepSpeed on CPU)"
 	rm -rf demo-out/runs/bai-reinforce
 	cd demo-out && $(DEMO_TRAIN_ENV) bash ../recipes/openrlhf/reinforce_pp_bai_7b.sh \
 		$(DEMO_TRAIN_ARGS) > train.log 2>&1 || { tail -40 train.log; exit 1; }
-	$(VENV)/bin/bai-report bai-actor=demo-out/runs/bai-reinforce --out demo-out/train-report.png
+	$(VENV)/bin/bai-report bai-actor=demo-out/runs/bai-reinforce --png demo-out/train-report.png
 	@echo ""
 	@echo "[demo] artefacts:"
 	@echo "  merged actor (stock mergekit-yaml):  demo-out/bai-actor/ (model card: README.md)"

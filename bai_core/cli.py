@@ -80,8 +80,9 @@ def deprecated_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
 
 
 def quiet_dependency_warnings() -> None:
-    """Hide the one start-up warning torch's CUDA module prints when `pynvml` is installed
-    (pulled in by the GPU stack's lock): users should see our output, not dependency noise."""
+    """Hide the one start-up warning torch's CUDA module prints when the deprecated `pynvml`
+    package is installed (openrlhf requires it on a GPU install; our CPU lock leaves it out, as
+    nvidia-ml-py provides the module): users should see our output, not dependency noise."""
     warnings.filterwarnings("ignore", message=r".*pynvml package is deprecated.*",
                             category=FutureWarning)
 

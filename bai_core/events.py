@@ -85,25 +85,29 @@ def _disagreement(section: str, run: RunLog, active: Mapping[int, bool]) -> str 
     )
 
 
-def _from_logged_flag(section: str, run: RunLog, steps: list[int]) -> dict[str, Any] | None:
+def _from_logged_flag(section: str, run: RunLog, steps: list[int],
+                      values: list[float]) -> dict[str, Any] | None:
     """The episode as the run itself logged it, for a log that starts inside an episode (its
     first row has the detector's flag at 1) without the state to replay from (an older log, a
-    log cut after a resume): onset before the first step, recovery where the flag went to 0."""
+    log begun after a resume): onset before the first row, minimum and recovery from the
+    flags (the minimum ratio from the logged smoothed ratio, where there is one)."""
     flags = run.series.get(LOGGED_FLAGS[section], {})
     if not steps or flags.get(steps[0], 0.0) < 0.5:
         return None
+    first = steps[0]
     recovery = next((s for s in steps if s in flags and flags[s] < 0.5), None)
-    watched = ("bai/detector/length_ratio_smoothed" if section == "length_collapse"
-               else "bai/detector/reward_smoothed")
-    low = min(((v, s) for s, v in run.series.get(watched, {}).items() if s in steps),
-              default=(None, None))
-    out = {"detected": True, "onset_step": None, "onset_before_step": steps[0],
-           "detected_from": f"{LOGGED_FLAGS[section]} = 1 logged at step {steps[0]}, the "
-                            "log's first step (the onset came earlier)",
-           "recovery_step": recovery, "steps_to_recover": None, "min_value": low[0],
-           "min_step": low[1], "depth": None, "rel_depth": None, "baseline": None}
+    during = [(v, s) for s, v in zip(steps, values, strict=True)
+              if recovery is None or s < recovery]
+    ratios = run.series.get("bai/detector/length_ratio_smoothed", {})
+    low = min((ratios[s] for _, s in during if s in ratios), default=None)
+    out = {"detected": True, "onset_step": None, "onset_before_step": first,
+           "min_step": min(during)[1], "recovery_step": recovery, "steps_to_recover": None,
+           "min_value": min(during)[0], "depth": None, "rel_depth": None, "baseline": None,
+           "detected_from": f"the run's own {LOGGED_FLAGS[section]} = 1 at its first row "
+                            f"(step {first}), with no detector state logged to continue from"}
     if section == "length_collapse":
-        out["min_ratio"] = low[0]
+        out["min_ratio"] = low
+        out["min_value"] = low
     return out
 
 
@@ -139,7 +143,8 @@ def replay(
         for step, value in zip(steps, values, strict=True):
             warnings.extend(detector.update(step, value))
             active[step] = detector.active
-        logged_episode = None if seeded is not None else _from_logged_flag(section, run, steps)
+        logged_episode = None if seeded is not None else _from_logged_flag(
+            section, run, *run.curve(curve))
         if logged_episode is not None:
             summary = _normalize(section, {**detector.summary(), **logged_episode})
             warnings = []  # the fresh replay's baseline came from steps inside the episode

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from bai_mergekit.errors import BaiMergeError
+
+CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the working set of one chunk stays in cache
+Ratio = tuple[float, tuple[float, ...]]  # (alpha, stage-1 weights w_i / sum w), checked
 
 
 def check_base_weight(base_weight: float) -> float:
@@ -31,6 +35,20 @@ def check_weights(weights: Sequence[float], normalize: bool = True) -> list[floa
     return values
 
 
+@functools.lru_cache(maxsize=4096)
+def _ratio(weights: tuple[float, ...], base_weight: float, normalize: bool) -> Ratio:
+    alpha = check_base_weight(base_weight)
+    values = check_weights(weights, normalize)
+    total = sum(values) if normalize else 1.0
+    return alpha, tuple(w / total for w in values)
+
+
+def ratio(weights: Sequence[float], base_weight: float, normalize: bool = True) -> Ratio:
+    """(alpha, stage-1 weights), checked once per distinct ratio: mergekit calls the method
+    per tensor with the same values, and a sweep folds each candidate once."""
+    return _ratio(tuple(float(w) for w in weights), float(base_weight), bool(normalize))
+
+
 def coefficients(
     weights: Sequence[float], base_weight: float, normalize: bool = True
 ) -> tuple[float, list[float]]:
@@ -39,10 +57,8 @@ def coefficients(
     Stage 1: M_sft = sum_i w_i M_i / sum_i w_i (no division if normalize is False).
     Stage 2: M_bai = alpha M_base + (1 - alpha) M_sft.
     """
-    alpha = check_base_weight(base_weight)
-    values = check_weights(weights, normalize)
-    total = sum(values) if normalize else 1.0
-    return alpha, [(1.0 - alpha) * w / total for w in values]
+    alpha, stage1 = ratio(weights, base_weight, normalize)
+    return alpha, [(1.0 - alpha) * w for w in stage1]
 
 
 def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
@@ -50,67 +66,47 @@ def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the working set of one chunk stays in cache
-
-
 def bai_merge_chunks(
     base: torch.Tensor,
     models: Sequence[torch.Tensor],
-    ratios: Sequence[tuple[Sequence[float], float]],
-    normalize: bool = True,
+    ratios: Sequence[Ratio],
     out_dtype: torch.dtype | None = None,
+    into: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
     """Yield (start, end, [merged chunk per ratio]) over the flattened tensor, in order.
 
-    Per chunk: the base in fp32 (fp64 for fp64 input) once, stage 1 once per distinct weight
-    set, then stage 2 as one `lerp` per ratio, rounded once to `out_dtype` (default: the
-    compute dtype). The yielded chunks are reused buffers: consume them before resuming.
+    `ratios` come from `ratio()`. Per chunk: the base in fp32 (fp64 for fp64 input) once,
+    stage 1 once per distinct weight set, then stage 2 as one `lerp` per ratio, rounded once
+    to `out_dtype` (default: the compute dtype). The chunks land in `into` (flat tensors, one
+    per ratio) when given, else in reused buffers: consume those before resuming.
     """
-    stages = [(tuple(check_weights(w, normalize)), check_base_weight(a)) for w, a in ratios]
-    for weights, _ in stages:
-        if len(weights) != len(models):
-            raise BaiMergeError(f"got {len(models)} models but {len(weights)} weights")
-    stage1 = {w: coefficients(w, 0.0, normalize)[1] for w, _ in stages}
     dtype = compute_dtype([base, *models])
+    out_dtype = out_dtype or dtype
     flat_base, flat_models = base.reshape(-1), [t.reshape(-1) for t in models]
     total = flat_base.numel()
     size = min(CHUNK_ELEMENTS, total)
     b32 = torch.empty(size, dtype=dtype)
-    sft = {w: torch.empty(size, dtype=dtype) for w in stage1}
-    accs = [torch.empty(size, dtype=dtype) for _ in stages]
-    outs = accs if (out_dtype or dtype) == dtype else [
-        torch.empty(size, dtype=out_dtype) for _ in stages
-    ]
+    sft = {w: torch.empty(size, dtype=dtype) for _, w in ratios}
+    accs = [torch.empty(size, dtype=dtype) for _ in ratios]
+    outs = None if into is not None or out_dtype == dtype else [
+        torch.empty(size, dtype=out_dtype) for _ in ratios]
     for start in range(0, total, CHUNK_ELEMENTS):
         end = min(start + CHUNK_ELEMENTS, total)
         n = end - start
         b = b32[:n].copy_(flat_base[start:end])
-        for weights, coefs in stage1.items():
-            s1 = sft[weights][:n].zero_()
-            for tensor, c in zip(flat_models, coefs):
+        for weights, s1 in sft.items():
+            s1 = s1[:n].zero_()
+            for tensor, c in zip(flat_models, weights):
                 s1.add_(tensor[start:end], alpha=c)
-        for (weights, alpha), acc, out in zip(stages, accs, outs):
+        chunks = []
+        for k, ((alpha, weights), acc) in enumerate(zip(ratios, accs)):
+            dest = into[k][start:end] if into is not None else outs[k][:n] if outs else None
+            if dest is not None and dest.dtype == dtype:
+                chunks.append(torch.lerp(sft[weights][:n], b, alpha, out=dest))
+                continue
             torch.lerp(sft[weights][:n], b, alpha, out=acc[:n])
-            if out is not acc:
-                out[:n].copy_(acc[:n])
-        yield start, end, [out[:n] for out in outs]
-
-
-def bai_merge_grid(
-    base: torch.Tensor,
-    models: Sequence[torch.Tensor],
-    ratios: Sequence[tuple[Sequence[float], float]],
-    normalize: bool = True,
-    out_dtype: torch.dtype | None = None,
-) -> list[torch.Tensor]:
-    """Whole merged tensors, one per (weights, base_weight) in `ratios`, inputs read once."""
-    outs = [torch.empty(base.shape, dtype=out_dtype or compute_dtype([base, *models]))
-            for _ in ratios]
-    flat = [o.view(-1) for o in outs]
-    for start, end, chunks in bai_merge_chunks(base, models, ratios, normalize, out_dtype):
-        for dest, chunk in zip(flat, chunks):
-            dest[start:end].copy_(chunk)
-    return outs
+            chunks.append(acc[:n] if dest is None else dest.copy_(acc[:n]))
+        yield start, end, chunks
 
 
 def bai_merge(
@@ -122,4 +118,10 @@ def bai_merge(
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Merge one tensor in a single pass in fp32 (fp64 for fp64 input), rounded once."""
-    return bai_merge_grid(base, models, [(weights, base_weight)], normalize, out_dtype)[0]
+    checked = ratio(weights, base_weight, normalize)
+    if len(checked[1]) != len(models):
+        raise BaiMergeError(f"got {len(models)} models but {len(checked[1])} weights")
+    out = torch.empty(base.shape, dtype=out_dtype or compute_dtype([base, *models]))
+    for _ in bai_merge_chunks(base, models, [checked], out.dtype, into=[out.view(-1)]):
+        pass
+    return out

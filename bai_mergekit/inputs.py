@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,31 +114,28 @@ def ties_embeddings(config: dict[str, Any]) -> bool:
     return bool(config.get("tie_word_embeddings", True))
 
 
-def implied_tensors(weights: Iterable[Any], config: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Names (with aliases) a model must hold, from mergekit's WeightInfo list for its config.
+def check_implied_tensors(ref: Any, config: dict[str, Any], table: dict[str, TensorInfo]) -> None:
+    """Every tensor the model's own config implies must be stored (mergekit's weight list).
 
     Optional weights are required only when tied to another one and the config unties them
     (`lm_head.weight` with `tie_word_embeddings: false`): mergekit would otherwise fill them
     from the tensor they are tied to.
     """
+    from mergekit.architecture import arch_info_for_config
+
+    try:
+        weights = arch_info_for_config(ref.config()).all_weights(ref.config())
+    except Exception:  # unknown or odd architecture: mergekit reports it itself
+        return
     tied = ties_embeddings(config)
-    required = []
     for info in weights:
         if info.optional and not (info.tied_names and not tied):
             continue
-        required.append((info.name, *(info.aliases or ())))
-    return required
-
-
-def check_tensors(
-    name: str, table: dict[str, TensorInfo], required: list[tuple[str, ...]], config: dict
-) -> None:
-    """Refuse a model that lacks a tensor its own config implies, naming model and tensor."""
-    for names in required:
+        names = (info.name, *(info.aliases or ()))
         if not any(n in table for n in names):
             why = " (its config says tie_word_embeddings: false)" if (
-                not ties_embeddings(config) and "lm_head" in names[0]) else ""
-            raise BaiMergeError(f"model {name} has no tensor {names[0]!r}{why}")
+                not tied and "lm_head" in names[0]) else ""
+            raise BaiMergeError(f"model {ref} has no tensor {names[0]!r}{why}")
 
 
 def check_same_tensors(

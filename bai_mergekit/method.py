@@ -55,8 +55,7 @@ def bai_merge_method(
     `config_source` is read by the plugin when it writes config.json; the kernel ignores it.
     """
     del config_source
-    base = group.base
-    others = group.non_base
+    base, others = group.base, group.non_base
     try:
         # Rounded once, straight to the input dtype: mergekit casts to `out_dtype` after
         # this, as for `linear`, so `dtype: bfloat16` recipes stay bf16 on disk.
@@ -69,7 +68,7 @@ def bai_merge_method(
             out_dtype=base.tensor.dtype,
         )
     except BaiMergeError as error:
-        raise BaiMergeError(f"{error.message} (tensor {group.metadata.name!r})") from None
+        raise BaiMergeError(f"{error} (tensor {group.metadata.name!r})") from None
     _check_finite(group, merged)
     return merged
 

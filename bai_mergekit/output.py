@@ -8,15 +8,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from bai_mergekit.cli import pending_signal, signals_deferred
-from bai_mergekit.errors import BaiMergeError
+from bai_mergekit.errors import BaiMergeError, interrupted, pending_signal, signals_deferred
 
 LOG = logging.getLogger(__name__)
 PARTIAL_MARK = ".partial-"
@@ -183,9 +181,8 @@ def prepare_output(out_path: str | os.PathLike) -> Path:
 
 
 def _raise_if_signalled() -> None:
-    signum = pending_signal()
-    if signum is not None:
-        raise BaiMergeError(f"interrupted by {signal.Signals(signum).name}", 128 + signum)
+    if pending_signal() is not None:
+        raise interrupted(pending_signal())
 
 
 def _make_partial(out: Path) -> Path:

@@ -1,20 +1,29 @@
-"""Wires `bai` into mergekit: registers the method and makes bai merges atomic and checked."""
+"""Wires `bai` into mergekit: registers the method and makes bai merges atomic and checked.
+
+Inside stock `mergekit-yaml` (mergekit's own click CLI) our failures are shown the way that
+CLI shows errors, `Error: message`, with the error's exit status: the plugin follows its
+host's convention there, where our own tools print `prog: error: message` (bai_core.cli).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
 import os
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 LOG = logging.getLogger(__name__)
-# The config file mergekit-yaml was given, so the output can never replace it.
-CONFIG_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar("bai_config_file",
-                                                                        default=None)
+MAX_MESSAGE = 600
+# Set while `mergekit-yaml` runs a bai config: (the config file, its recipe parsed strictly),
+# so the merge reads the recipe once and its output never replaces the config file.
+GUARD: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar(
+    "bai_mergekit_yaml", default=None)
 
 
 def register() -> None:
@@ -30,29 +39,64 @@ def register() -> None:
 
 
 def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *args, **kwargs):
-    """Pre-flight, merge into a hidden temp dir, fix config and card, then rename into place."""
-    from bai_mergekit.card import card_section
-    from bai_mergekit.finalize import write_card, write_config
+    """Pre-flight, merge into a hidden temp dir, finish config/tokenizer/card, then rename."""
+    from bai_mergekit.finalize import finish_output
+    from bai_mergekit.identity import local_inputs
     from bai_mergekit.output import atomic_directory, check_output_location
     from bai_mergekit.preflight import preflight
+    from bai_mergekit.recipe import parse_recipe_text
 
     options = kwargs.get("options", args[0] if args else None)
-    plan = preflight(merge_config, kwargs.get("config_source"))
-    protected = plan.local_inputs()
-    if CONFIG_FILE.get():
-        protected.append(("config file", CONFIG_FILE.get()))
+    guard = GUARD.get()
+    recipe = guard[1] if guard else parse_recipe_text(
+        kwargs.get("config_source") or merge_config.to_yaml())
+    plan = preflight(merge_config, recipe)
+    protected = local_inputs(recipe) + ([("config file", guard[0])] if guard else [])
     check_output_location(out_path, protected)
-    cache_dir = getattr(options, "transformers_cache", None)
-    # run_merge consumes merge_config (it clears `models`): read what we need first.
-    section = card_section(merge_config, plan)
-    own_tokenizer = merge_config.tokenizer is None and merge_config.tokenizer_source is None
-    copy_tokenizer = own_tokenizer and not merge_config.chat_template
+    if plan.tokenizer is not None:  # rows merged by id: mergekit must not re-align them
+        merge_config = merge_config.model_copy(
+            update={"tokenizer": None, "tokenizer_source": None, "chat_template": None})
     final = Path(out_path)
     with atomic_directory(final) as tmp:
         run_merge(merge_config, str(tmp), *args, **kwargs)
-        write_config(tmp, plan, cache_dir, copy_tokenizer=copy_tokenizer)
-        write_card(tmp, os.path.basename(os.path.abspath(final)), section)
+        finish_output(tmp, os.path.basename(os.path.abspath(final)), plan,
+                      cache_dir=getattr(options, "transformers_cache", None),
+                      copy_tokenizer=getattr(options, "copy_tokenizer", True))
     LOG.info("bai merge written to %s", final)
+
+
+def click_error(error: BaseException):
+    """`error` as a click.ClickException (shown as `Error: ...`), keeping its exit status."""
+    import click
+
+    from bai_core.cli import BaiError
+    from bai_core.constants import TRACEBACK_ENV
+
+    text = str(error) if isinstance(error, BaiError) else (
+        f"{type(error).__name__}: {error} (for the traceback: -v or {TRACEBACK_ENV}=1)")
+    text = " ".join(text.split()) or "(no message)"
+    exc = click.ClickException(text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "...")
+    exc.exit_code = getattr(error, "exit_code", 1)
+    return exc
+
+
+@contextlib.contextmanager
+def click_errors(verbose: bool = False) -> Iterator[None]:
+    """Inside mergekit's click CLI: every failure (signals included) becomes one click error."""
+    import click
+
+    from bai_core.cli import traceback_wanted
+    from bai_mergekit.errors import merge_signals
+
+    try:
+        with merge_signals():
+            yield
+    except click.ClickException:
+        raise
+    except (Exception, KeyboardInterrupt) as error:
+        if traceback_wanted(verbose):
+            traceback.print_exc()
+        raise click_error(error) from None
 
 
 def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +108,16 @@ def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(merge_config, out_path, *args, **kwargs):
         if getattr(merge_config, "merge_method", None) != "bai":
             return run_merge(merge_config, out_path, *args, **kwargs)
-        return run_bai_merge(run_merge, merge_config, out_path, *args, **kwargs)
+        import click
+
+        from bai_core.cli import BaiError
+
+        try:
+            return run_bai_merge(run_merge, merge_config, out_path, *args, **kwargs)
+        except BaiError as error:  # mergekit-multi (click): one `Error:` line; Python: raised
+            if GUARD.get() is not None or click.get_current_context(silent=True) is None:
+                raise
+            raise click_error(error) from None
 
     wrapper.__bai_wrapped__ = True
     return wrapper
@@ -76,31 +129,20 @@ def run_yaml_guarded(callback: Callable[..., Any], *args, **kwargs) -> Any:
     Configs of other methods go to mergekit untouched, except that an unreadable file or YAML
     that is not a mapping is reported in one line too (the method cannot be known then).
     """
-    from bai_mergekit.cli import cli_errors
-    from bai_mergekit.errors import BaiMergeError
-    from bai_mergekit.recipe import is_bai_mapping, load_mapping, parse_recipe_text
+    from bai_mergekit.recipe import bai_recipe_or_none, read_text
 
     config_file = kwargs.get("config_file")
     verbose = bool(kwargs.get("verbosity"))
-    with cli_errors(verbose):
-        try:
-            with open(config_file, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as error:
-            raise BaiMergeError(f"cannot read config file {config_file}: {error}") from None
-        origin = f"config file {config_file}"
-        data = load_mapping(text, origin, unique_keys=False)
-        if "merge_method" not in data:
-            raise BaiMergeError(f"{origin} has no `merge_method:` (e.g. merge_method: bai)")
-    if not is_bai_mapping(data):
+    with click_errors(verbose):
+        recipe = bai_recipe_or_none(*read_text(config_file, "config file"))
+    if recipe is None:
         return callback(*args, **kwargs)
-    with cli_errors(verbose):
-        parse_recipe_text(text, origin)
-        token = CONFIG_FILE.set(os.path.abspath(config_file))
+    with click_errors(verbose):
+        token = GUARD.set((os.path.abspath(config_file), recipe))
         try:
             return callback(*args, **kwargs)
         finally:
-            CONFIG_FILE.reset(token)
+            GUARD.reset(token)
 
 
 def patch_run_yaml(module: ModuleType) -> None:

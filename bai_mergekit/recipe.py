@@ -37,12 +37,17 @@ class Recipe:
     normalize: bool
     config_source: str | None
     tokenizer_source: str | None
+    dtype: str | None = None  # the output's: `out_dtype`, else `dtype`; None: the inputs'
 
     def scalar_ratios(self) -> tuple[tuple[float, ...], float] | None:
         """(weights, alpha) when every ratio is one number, else None (per-layer settings)."""
         if not all(_is_number(w) for w in (*self.weights, self.base_weight)):
             return None
         return tuple(float(w) for w in self.weights), float(self.base_weight)
+
+
+class DuplicateKey(BaiMergeError):
+    """A key given twice in one YAML mapping."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -55,7 +60,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
         key = loader.construct_object(key_node, deep=deep)
         value = loader.construct_object(value_node, deep=deep)
         if key in seen:
-            raise BaiMergeError(
+            raise DuplicateKey(
                 f"{key!r} is given twice in the config ({seen[key]!r} and {value!r})"
             )
         seen[key] = value
@@ -79,9 +84,9 @@ def load_yaml(text: str, origin: str = "the config", unique_keys: bool = True) -
         raise BaiMergeError(f"{origin} is not valid YAML{where}: {problem}") from None
 
 
-def load_mapping(text: str, origin: str = "the config", unique_keys: bool = True) -> dict:
-    """The config as a mapping; an empty file, a list or a scalar is refused by name."""
-    data = load_yaml(text, origin, unique_keys)
+def load_mapping(text: str, origin: str = "the config") -> dict:
+    """The config as a mapping (strict YAML); an empty file, a list or a scalar is refused."""
+    data = load_yaml(text, origin)
     if data is None:
         raise BaiMergeError(f"{origin} is empty: expected `merge_method: bai`, `base_model:` ...")
     if not isinstance(data, dict):
@@ -159,13 +164,14 @@ def _mapping(value: Any, where: str) -> dict:
     return value
 
 
-def _dtype(raw: dict, key: str) -> None:
+def _dtype(raw: dict, key: str) -> str | None:
     value = raw.get(key)
     if value is None and key not in raw:
-        return
-    name = value[len("torch."):] if isinstance(value, str) and value.startswith("torch.") else value
+        return None
+    name = value.removeprefix("torch.") if isinstance(value, str) else value
     if name not in DTYPES:
         raise BaiMergeError(f"unknown {key} {_short(value)}; known: {', '.join(DTYPES)}")
+    return name
 
 
 def parse_recipe(raw: dict[str, Any]) -> Recipe:
@@ -219,8 +225,8 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
     config_source = params.get("config_source")
     if "config_source" in params:
         config_source = _model_string(config_source, "parameters.config_source")
-    for key in ("dtype", "out_dtype"):
-        _dtype(raw, key)
+    dtype = _dtype(raw, "dtype")
+    dtype = _dtype(raw, "out_dtype") or dtype
     tokenizer_source = None
     if raw.get("tokenizer") is not None and raw.get("tokenizer_source") is not None:
         raise BaiMergeError("give either `tokenizer:` or `tokenizer_source:`, not both")
@@ -236,8 +242,17 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
     return Recipe(
         raw=raw, base=base, models=tuple(models), weights=tuple(weights),
         base_weight=base_weight, normalize=normalize, config_source=config_source,
-        tokenizer_source=tokenizer_source,
+        tokenizer_source=tokenizer_source, dtype=dtype,
     )
+
+
+def read_text(path: str | os.PathLike, what: str) -> tuple[str, str]:
+    """(text, origin) of a recipe file; `what` ("recipe", "config file") names it in errors."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), f"{what} {path}"
+    except (OSError, UnicodeDecodeError) as error:
+        raise BaiMergeError(f"cannot read {what} {path}: {error}") from None
 
 
 def parse_recipe_text(text: str, origin: str = "the config") -> Recipe:
@@ -245,76 +260,16 @@ def parse_recipe_text(text: str, origin: str = "the config") -> Recipe:
     return parse_recipe(load_mapping(text, origin))
 
 
-def is_bai_mapping(data: Any) -> bool:
-    """Whether a parsed config asks for `merge_method: bai` (so our rules apply)."""
-    return isinstance(data, dict) and data.get("merge_method") == "bai"
-
-
-# --- model identity --------------------------------------------------------------------------
-
-def model_path(ref: str) -> str:
-    """The model part of a mergekit reference (`model+lora`, `model@revision`)."""
-    path = ref.split("+", 1)[0]
-    if not os.path.exists(path) and "@" in path:
-        path = path.rsplit("@", 1)[0]
-    return path
-
-
-def looks_local(path: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else is meant as a filesystem path."""
-    return (
-        path.startswith(("/", ".", "~")) or path.endswith(("/", os.sep)) or "\\" in path
-        or path.count("/") >= 2 or os.sep != "/" and os.sep in path
-    )
-
-
-def resolve(ref: str) -> tuple[str, str]:
-    """("path", real path with symlinks followed) or ("hub", lower-cased hub id).
-
-    A path-like reference that does not exist is refused here, so it is never tried as a hub id.
-    """
-    path = model_path(ref)
-    expanded = os.path.expanduser(path)
-    if os.path.exists(expanded):
-        return "path", os.path.realpath(expanded)
-    if looks_local(path):
-        raise BaiMergeError(
-            f"model path not found: {path} (resolved to {os.path.abspath(expanded)})"
-        )
-    return "hub", path.lower()
-
-
-def identity(ref: str) -> str:
-    """What a reference points at, for comparisons: `path:<real path>` or `hub:<id>` (+ rest)."""
-    kind, where = resolve(ref)
-    return f"{kind}:{where}{ref[len(model_path(ref)):]}"
-
-
-def check_identities(recipe: Recipe) -> dict[str, str]:
-    """Resolve every model; refuse the base listed again or a model listed twice, by identity."""
-    ids = {recipe.base: identity(recipe.base)}
-    seen: dict[str, str] = {}
-    for ref in recipe.models:
-        ident = identity(ref)
-        ids[ref] = ident
-        if ident == ids[recipe.base]:
-            raise BaiMergeError(
-                f"{ref} is both base_model and in models (as {recipe.base}, both "
-                f"{ident.split(':', 1)[1]}): list it once, as base"
-            )
-        if ident in seen:
-            raise BaiMergeError(
-                f"model listed twice under `models:`: {seen[ident]} and {ref} are both "
-                f"{ident.split(':', 1)[1]}"
-            )
-        seen[ident] = ref
-    for extra in (recipe.config_source, recipe.tokenizer_source):
-        if extra is not None and extra not in ("base", "union") and extra not in ids:
-            ids[extra] = identity(extra)
-    if recipe.config_source is not None:
-        wanted = ids[recipe.config_source]
-        if wanted not in {ids[r] for r in (recipe.base, *recipe.models)}:
-            raise BaiMergeError(
-                f"config_source {recipe.config_source!r} is not one of the merged models"
-            )
-    return ids
+def bai_recipe_or_none(text: str, origin: str) -> Recipe | None:
+    """The checked recipe of a `merge_method: bai` config; None for other methods, which are
+    mergekit's to read (duplicate keys included). Broken YAML is refused for any method."""
+    try:
+        data = load_mapping(text, origin)
+    except DuplicateKey:
+        data = load_yaml(text, origin, unique_keys=False)
+        if not isinstance(data, dict) or data.get("merge_method") != "bai":
+            return None
+        raise
+    if "merge_method" not in data:
+        raise BaiMergeError(f"{origin} has no `merge_method:` (e.g. merge_method: bai)")
+    return parse_recipe(data) if data["merge_method"] == "bai" else None

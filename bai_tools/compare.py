@@ -123,7 +123,7 @@ def evaluate(results: Sequence[RunResult], args: argparse.Namespace, out: Path
     argv = [_tool("bai-probe"), *(str(r.run_dir) for r in todo), "--prompts", str(args.heldout),
             "-n", str(args.eval_n), "--max-tokens", str(args.eval_max_tokens),
             "--temperature", str(args.eval_temperature), "--seed", str(args.seed),
-            "--json-out", str(report), "--no-samples"]
+            "--json", str(report), "--no-samples"]
     if args.cpu:
         argv += ["--dtype", "float32"]
     _echo(f"held-out accuracy: bai-probe on {len(todo)} trained actor(s)")

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bai_core.cli import BaiError
 from bai_core.constants import THINK_CLOSE, THINK_OPEN
 
 LOG = logging.getLogger(__name__)
-
-
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -43,7 +42,6 @@ class Generation:
 
     model_dir: Path
     samples: list[Sample]
-    prompt_lengths: list[int]
     think_close_ids: list[int]
     think_open_in_prompt: list[bool]
     engine: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +52,7 @@ def think_open_at_end(prompt_text: str) -> bool:
     return prompt_text.rfind(THINK_OPEN) > prompt_text.rfind(THINK_CLOSE)
 
 
-class GenerationError(RuntimeError):
+class GenerationError(BaiError):
     """A candidate that cannot be sampled as asked (e.g. its tokenizer has no chat template)."""
 
 
@@ -147,7 +145,6 @@ def generate_vllm(
     return Generation(
         model_dir=Path(model_dir),
         samples=samples,
-        prompt_lengths=[len(p) for p in prompt_ids],
         think_close_ids=tokenizer.encode(THINK_CLOSE, add_special_tokens=False),
         think_open_in_prompt=[think_open_at_end(t) for t in texts],
         engine={k: v for k, v in kwargs.items() if k != "model"},

@@ -120,8 +120,8 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _free(model: Any) -> None:
-    del model
+def _release() -> None:
+    """Give back the memory of models the caller has just dropped (its last reference)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -151,8 +151,8 @@ def kl_to_reference(
     cache: list[list[torch.Tensor]] | None = None
     if seqs.num_tokens * vocab * 4 <= cache_limit_bytes:
         cache = [response_log_probs(reference, seqs, rows) for rows in groups]
-        _free(reference)
         reference = None
+        _release()
     else:
         LOG.info("reference log-probs exceed the cache limit: keeping the reference loaded")
     results = []
@@ -169,9 +169,8 @@ def kl_to_reference(
                         f"reasoning model's {logq.shape[-1]}"
                     )
                 terms.append(kl_both_ways(logp, logq))
-        _free(model)
+        model = None
+        _release()
         results.append(pool_kl(terms))
-    if reference is not None:
-        _free(reference)
     return results
 

@@ -8,61 +8,59 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from bai_core.config import check_threshold
-from bai_tools.cli_util import one_line, out_path_problem, run_guarded
-from bai_tools.generation import Generation, GenerationError, SamplingSettings, generate_vllm
-from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+from bai_core.cli import (
+    SPELLED,
+    BaiError,
+    UsageError,
+    add_verbose,
+    deprecated_alias,
+    quiet_dependency_warnings,
+    run_main,
+)
+from bai_core.config import check_values
+from bai_tools.cli_util import check_out_path, writing
+from bai_tools.generation import Generation, SamplingSettings, generate_vllm
+from bai_tools.prompts import default_prompts_path, load_prompts
 
-LOG = logging.getLogger(__name__)
 PROG = "bai-probe"
 Generator = Callable[..., Generation]
 
 
-def fail(message: str) -> SystemExit:
-    """A one-line error for the terminal, exit status 1."""
-    return SystemExit(one_line(PROG, message))
-
-
-def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = ()) -> Path:
-    """Refuse an output path before any work (see `cli_util.out_path_problem`)."""
-    problem = out_path_problem(path, flag, suffixes)
-    if problem:
-        raise fail(problem)
-    return Path(path)
+class ProbeError(BaiError):
+    """A candidate that cannot be probed (no model folder, no config.json)."""
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Reject bad sampling / bucket settings before any engine starts (one line each)."""
+    """Reject bad sampling / bucket settings and output paths before any engine starts."""
     for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
         if value < 1:
-            raise fail(f"{name} must be >= 1, got {value}")
+            raise UsageError(f"{name} must be >= 1, got {value}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise fail(f"--temperature must be a finite number >= 0, got {args.temperature}")
+        raise UsageError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if not math.isfinite(args.top_p) or not 0.0 < args.top_p <= 1.0:
-        raise fail(f"--top-p must be in (0, 1], got {args.top_p}")
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
     try:
-        check_threshold("bucket_width", args.bucket_width, "--bucket-width")
-        check_threshold("num_buckets", args.num_buckets, "--num-buckets")
+        check_values({"bucket_width": args.bucket_width, "num_buckets": args.num_buckets},
+                     "tool")
     except ValueError as exc:
-        raise fail(str(exc)) from None
-    if args.json_out:
-        check_out_path(args.json_out, "--json-out")
-    if args.png_out:
-        check_out_path(args.png_out, "--png-out", (".png",))
+        raise UsageError(exc) from None
+    typed = getattr(args, SPELLED, None) or {}  # an old spelling is named as the user typed it
+    check_out_path(args.json, typed.get("json", "--json"))
+    check_out_path(args.png, typed.get("png", "--png"), (".png",))
 
 
 def check_model_dir(path: Path) -> Path:
     """A candidate must be a local model folder with a config.json."""
     if not path.is_dir():
-        raise fail(f"model directory not found: {path}")
+        raise ProbeError(f"model directory not found: {path}")
     if not (path / "config.json").is_file():
-        raise fail(f"not a model directory (no config.json): {path}")
+        raise ProbeError(f"not a model directory (no config.json): {path}")
     return path
 
 
@@ -84,23 +82,17 @@ def run_probe(
     num_buckets: int = 20,
     include_samples: bool = True,
 ) -> dict[str, Any]:
-    """Sample every candidate (one engine at a time) and summarize; returns the JSON report."""
+    """Sample every candidate (one engine at a time) and summarize; returns the JSON report.
+    Raises ProbeError, PromptFileError or GenerationError (one-line messages)."""
     dirs = [check_model_dir(Path(p)) for p in model_dirs]
-    try:
-        prompts = load_prompts(prompts_path, input_key=input_key)
-    except PromptFileError as exc:
-        raise fail(str(exc)) from None
+    prompts = load_prompts(prompts_path, input_key=input_key)
     from bai_tools.probe_summary import summarize_samples  # torch: only once input is checked
 
     conversations = [p.messages for p in prompts]
     references = [p.reference for p in prompts]
     candidates = []
-    names = candidate_names(dirs)
-    for name, model_dir in tqdm(list(zip(names, dirs, strict=True)), desc="candidates"):
-        try:
-            generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
-        except GenerationError as exc:
-            raise fail(str(exc)) from None
+    for name, model_dir in tqdm(list(zip(candidate_names(dirs), dirs)), desc="candidates"):
+        generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
         summary = summarize_samples(
             generation.samples,
             think_close_ids=generation.think_close_ids,
@@ -127,20 +119,12 @@ def run_probe(
         candidates.append(candidate)
     return {
         "tool": PROG,
-        "settings": {
-            "n": settings.n,
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "seed": settings.seed,
-            "bucket_width": bucket_width,
-            "num_buckets": num_buckets,
-        },
-        "prompts": {
-            "path": str(prompts_path),
-            "count": len(prompts),
-            "with_reference": sum(r is not None for r in references),
-        },
+        "settings": {"n": settings.n, "max_tokens": settings.max_tokens,
+                     "temperature": settings.temperature, "top_p": settings.top_p,
+                     "seed": settings.seed, "bucket_width": bucket_width,
+                     "num_buckets": num_buckets},
+        "prompts": {"path": str(prompts_path), "count": len(prompts),
+                    "with_reference": sum(r is not None for r in references)},
         "candidates": candidates,
     }
 
@@ -160,24 +144,25 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """A plain-text comparison table, one row per candidate."""
-    header = ["candidate"] + [c[0] for c in TABLE_COLUMNS]
-    rows = [header]
-    for cand in report["candidates"]:
-        row = [cand["name"]]
-        for _, key, fmt in TABLE_COLUMNS:
-            value = cand.get(key, cand["metrics"].get(key))
-            row.append("-" if value is None else fmt.format(value))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                  enumerate(zip(row, widths, strict=True)))
-        for row in rows
-    ]
+def text_table(first: str, items: Sequence[Mapping[str, Any]], names: Sequence[str],
+               columns: Sequence[tuple[str, str, str]]) -> str:
+    """Plain-text table: one row per item, a value from the item or its `metrics` per column."""
+    rows = [[first, *(c[0] for c in columns)]]
+    for item, name in zip(items, names, strict=True):
+        values = [item.get(key, item["metrics"].get(key)) for _, key, _ in columns]
+        rows.append([name, *("-" if v is None else fmt.format(v)
+                             for v, (_, _, fmt) in zip(values, columns))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """A plain-text comparison table, one row per candidate."""
+    cands = report["candidates"]
+    return text_table("candidate", cands, [c["name"] for c in cands], TABLE_COLUMNS)
 
 
 def _engine_arg(text: str) -> tuple[str, Any]:
@@ -215,67 +200,50 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="extra vllm.LLM argument (repeatable)")
     p.add_argument("--bucket-width", type=int, default=100)
     p.add_argument("--num-buckets", type=int, default=20)
-    p.add_argument("--json-out", type=Path, help="write the full report as JSON")
-    p.add_argument("--png-out", type=Path, help="write a comparison figure (PNG)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--png", type=Path, metavar="FILE", help="write a comparison figure (PNG)")
+    deprecated_alias(p, "--json-out", "--json", "json", type=Path)
+    deprecated_alias(p, "--png-out", "--png", "png", type=Path)
     p.add_argument("--no-samples", dest="include_samples", action="store_false",
                    help="leave per-sample token ids and texts out of the JSON")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1)")
+    add_verbose(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-probe`: every failure ends in one `bai-probe: error:` line (exit
     1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
+    quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
-    return run_guarded(PROG, lambda: _run(args), args.verbose)
+    return run_main(PROG, lambda: _run(args), args.verbose)
 
 
 def _run(args: argparse.Namespace) -> int:
     check_settings(args)
     for model in args.models:
         check_model_dir(model)
-    settings = SamplingSettings(
-        n=args.n_samples,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
+    settings = SamplingSettings(n=args.n_samples, max_tokens=args.max_tokens,
+                                temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     report = run_probe(
-        args.models,
-        args.prompts or default_prompts_path(),
-        settings,
+        args.models, args.prompts or default_prompts_path(), settings,
         input_key=args.input_key,
-        generate_kwargs={
-            "dtype": args.dtype,
-            "enforce_eager": args.enforce_eager,
-            "engine_args": dict(args.engine_arg),
-        },
-        bucket_width=args.bucket_width,
-        num_buckets=args.num_buckets,
+        generate_kwargs={"dtype": args.dtype, "enforce_eager": args.enforce_eager,
+                         "engine_args": dict(args.engine_arg)},
+        bucket_width=args.bucket_width, num_buckets=args.num_buckets,
         include_samples=args.include_samples,
     )
     print(format_table(report), flush=True)
-    if args.json_out:
-        try:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        except OSError as exc:
-            message = f"--json-out {args.json_out}: cannot write ({exc.strerror or exc})"
-            raise fail(message) from None
-        print(f"wrote {args.json_out}", file=sys.stderr)
-    if args.png_out:
+    if args.json:
+        with writing("--json", args.json) as path:
+            path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.png:
         from bai_tools.plots import plot_probe
 
-        try:
-            plot_probe(report, args.png_out)
-        except OSError as exc:
-            raise fail(f"--png-out {args.png_out}: cannot write ({exc.strerror or exc})") from None
-        print(f"wrote {args.png_out}", file=sys.stderr)
+        with writing("--png", args.png) as path:
+            plot_probe(report, path)
     return 0
 
 

@@ -8,12 +8,8 @@ from typing import Any, Protocol
 
 import torch
 
-from bai_core.metrics import (
-    compute_response_metrics,
-    length_by_outcome,
-    think_end_positions,
-)
-from bai_core.scoring import answer_part
+from bai_core.metrics import compute_response_metrics, length_by_outcome, think_end_positions
+from bai_core.scoring import answer_part, score_answer
 
 LOG = logging.getLogger(__name__)
 Scorer = Callable[[str, str], float]
@@ -38,12 +34,6 @@ def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int = 0):
             ids[row, : len(toks)] = torch.as_tensor(list(toks), dtype=torch.long)
             mask[row, : len(toks)] = True
     return ids, mask
-
-
-def _default_scorer() -> Scorer:
-    from bai_core.scoring import score_answer
-
-    return score_answer
 
 
 def probe_reward(text: str, reference: str, think_open: bool, scorer: Scorer) -> float:
@@ -90,8 +80,7 @@ def summarize_samples(
         num_buckets=num_buckets,
     )
     rewards: list[float | None] = []
-    if scorer is None and any(r is not None for r in references):
-        scorer = _default_scorer()
+    scorer = scorer or score_answer
     for s in samples:
         reference = references[s.prompt_index]
         opened = bool(think_open_in_prompt and think_open_in_prompt[s.prompt_index])

@@ -10,82 +10,68 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bai_core.config import DETECTOR_PARAMS, RULES, check_detector_kwargs
-from bai_core.events import DETECTORS, replay, tunable_params
-from bai_tools.cli_util import one_line, out_path_problem, run_guarded
-from bai_tools.runlog import RunLog, RunLogError, load_runs
+from bai_core.cli import SPELLED, add_verbose, deprecated_alias, quiet_dependency_warnings, run_main
+from bai_core.config import (
+    LENGTH_FIELDS,
+    REWARD_FIELDS,
+    BaiConfig,
+    add_options,
+    flag,
+    from_namespace,
+)
+from bai_core.constants import JSONL_NAME
+from bai_core.events import DETECTORS, replay
+from bai_tools.cli_util import check_out_path, writing
+from bai_tools.runlog import RunLog, load_runs
 
 PROG = "bai-report"
-LOG = logging.getLogger(__name__)
-# report section -> detector kind in bai_core.config.check_detector_kwargs
-_KINDS = {"length_collapse": "length", "reward_hockey_stick": "reward"}
-
-
-def fail(message: str) -> SystemExit:
-    """A one-line error for the terminal, exit status 1."""
-    return SystemExit(one_line(PROG, message))
-
-
-def check_out_path(path: Path, flag: str, suffixes: Sequence[str] = (".png",)) -> Path:
-    """Refuse an output path before any work (see `cli_util.out_path_problem`)."""
-    problem = out_path_problem(path, flag, suffixes)
-    if problem:
-        raise ValueError(problem)
-    return Path(path)
-
-
-def _flag(prefix: str, name: str) -> str:
-    return f"--{prefix}-{name.replace('_', '-')}"
+# old per-detector flag spellings (hidden for one release) -> the BaiConfig field
+OLD_FLAGS = {
+    "--collapse-baseline-steps": "baseline_steps", "--collapse-ema": "ema",
+    "--hockey-baseline-steps": "baseline_steps", "--hockey-ema": "ema",
+    "--hockey-std-mult": "reward_dip_std", "--hockey-rel-drop": "reward_dip_rel",
+    "--hockey-abs-drop": "reward_dip_abs",
+}
+STDOUT = "-"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line interface; detector flags mirror the detector constructors' arguments."""
+    """Command-line interface; detector flags are made from BaiConfig's fields."""
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Replay training curves (bai_metrics.jsonl or OpenRLHF TensorBoard logs) "
+        description=f"Replay training curves ({JSONL_NAME} or OpenRLHF TensorBoard logs) "
         "through the Sequence Length Collapse and Reward Hockey Stick detectors, print the "
         "events and plot the runs overlaid.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="bai_metrics.jsonl, a folder holding it, or a TensorBoard log folder; "
+                   help=f"{JSONL_NAME}, a folder holding it, or a TensorBoard log folder; "
                    "LABEL=PATH names the run")
-    p.add_argument("--json", action="store_true", help="print the events as JSON")
-    p.add_argument("--out", type=Path, help="write a PNG figure of the runs")
-    for section, (cls, curve, prefix) in DETECTORS.items():
-        group = p.add_argument_group(f"{cls.__name__} (watches {curve}; {section})")
-        for name, (kind, default) in tunable_params(cls).items():
-            rule = RULES[DETECTOR_PARAMS[_KINDS[section]][name]][2]
-            kwargs: dict[str, Any] = {"dest": f"{prefix}__{name}", "default": default,
-                                      "help": f"{rule}; default: {default}",
-                                      "metavar": kind.__name__.upper()}
-            if kind is bool:
-                kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes", "on")
-            else:
-                kwargs["type"] = kind
-            group.add_argument(_flag(prefix, name), **kwargs)
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1)")
+    p.add_argument("--json", nargs="?", const=STDOUT, metavar="FILE",
+                   help="write the events as JSON to FILE (.json; `-` or no FILE: print them "
+                   "instead of the text summary)")
+    p.add_argument("--png", type=Path, metavar="FILE", help="write a PNG figure of the runs")
+    deprecated_alias(p, "--out", "--png", "png", type=Path)
+    group = p.add_argument_group("detector thresholds (as bai-train's --bai.* options)")
+    add_options(group, style="tool", names=dict.fromkeys(LENGTH_FIELDS + REWARD_FIELDS))
+    kinds = {name: type(getattr(BaiConfig(), name)) for name in OLD_FLAGS.values()}
+    for old, name in OLD_FLAGS.items():
+        deprecated_alias(group, old, flag(name, "tool"), name, type=kinds[name])
+    add_verbose(p)
     return p
 
 
-def detector_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Detector constructor kwargs from the parsed flags, checked by the rules `bai-train`
-    applies (bai_core.config): ValueError naming the flag and the bad value."""
-    params: dict[str, dict[str, Any]] = {}
-    for section, (cls, _, prefix) in DETECTORS.items():
-        names = list(tunable_params(cls))
-        kwargs = {name: getattr(args, f"{prefix}__{name}") for name in names}
-        flags = {name: _flag(prefix, name) for name in names}
-        params[section] = check_detector_kwargs(_KINDS[section], kwargs, flags)
-    return params
+def detector_config(args: argparse.Namespace) -> BaiConfig:
+    """The thresholds of the parsed flags, checked by the rules `bai-train` applies
+    (bai_core.config): ValueError naming the flag as typed and the bad value."""
+    config = from_namespace(args)
+    config.validate("tool", getattr(args, SPELLED, None))
+    return config
 
 
 def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
     """One element of the `--json` output's "runs" list; `warnings` gathers the log's data
     problems and every disagreement between the flags the run logged and the replay."""
     steps = run.steps
-    warnings = list(run.warnings)
-    warnings += [ev["disagreement"] for ev in events.values() if ev.get("disagreement")]
     return {
         "name": run.name,
         "source": str(run.source),
@@ -94,95 +80,92 @@ def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
         "first_step": steps[0] if steps else None,
         "last_step": steps[-1] if steps else None,
         **events,
-        "warnings": warnings,
+        "warnings": [*run.warnings, *(ev["disagreement"] for ev in events.values()
+                                      if ev.get("disagreement"))],
     }
+
+
+def _event_text(ev: Mapping[str, Any], what: str, found: str, minimum: str) -> str:
+    """`found` (DETECTED/DIP), onset, minimum (`minimum` with {step}), recovery, provenance."""
+    if not ev["logged"]:
+        return f"no {what} curve logged"
+    rec = ev["recovery_step"]
+    if not ev["detected"]:
+        text = "not detected" + (f" (minimum {ev['min_ratio']:.2f}x baseline)"
+                                 if ev.get("min_ratio") is not None else "")
+    else:
+        onset = (f"before step {ev['onset_before_step']}"
+                 if ev.get("onset_before_step") is not None else f"at step {ev['onset_step']}")
+        text = f"{found} {onset}; {minimum.format(step=ev['min_step'])}; " + (
+            "not recovered" if rec is None else f"recovered at step {rec}")
+    if rec is not None and ev.get("steps_to_recover") is not None and what == "reward":
+        text += f" ({ev['steps_to_recover']} steps to recover)"
+    if ev.get("detected_from"):
+        text += f" (from {ev['detected_from']})"
+    if ev.get("seeded_from_step") is not None:
+        text += f" (continued from the detector state logged at step {ev['seeded_from_step']})"
+    return text
 
 
 def describe(entry: Mapping[str, Any]) -> str:
     """Human-readable event lines for one run."""
     lc, hs = entry["length_collapse"], entry["reward_hockey_stick"]
-    lines = [f"{entry['name']}  ({entry['kind']}: {entry['source']}; {entry['steps']} steps)"]
-    if not lc["logged"]:
-        text = "no response-length curve logged"
-    elif lc["detected"]:
-        rec = lc["recovered_step"]
-        text = (
-            f"DETECTED at step {lc['onset_step']}; minimum {lc['min_ratio']:.2f}x baseline at "
-            f"step {lc['min_step']}; "
-            + (f"recovered at step {rec}" if rec is not None else "not recovered")
-        )
-    else:
-        text = f"not detected (minimum {lc['min_ratio']:.2f}x baseline)"
-    if lc.get("seeded_from_step") is not None:
-        text += f" (continued from the detector state logged at step {lc['seeded_from_step']})"
-    lines.append(f"  Sequence Length Collapse [{lc['source_key']}]: {text}")
-    if not hs["logged"]:
-        text = "no reward curve logged"
-    elif hs["detected"]:
-        rec = hs["recovery_step"]
-        text = (
-            f"DIP at step {hs['onset_step']}; minimum at step {hs['min_step']} "
-            f"(depth {hs['depth']:.4f}); "
-            + (
-                f"recovered at step {rec} ({hs.get('steps_to_recover')} steps to recover)"
-                if rec is not None
-                else "not recovered"
-            )
-        )
-    else:
-        text = "not detected"
-    if hs.get("seeded_from_step") is not None:
-        text += f" (continued from the detector state logged at step {hs['seeded_from_step']})"
-    lines.append(f"  Reward Hockey Stick [{hs['source_key']}]: {text}")
-    return "\n".join(lines)
+    ratio = "minimum at step {step}" if lc.get("min_ratio") is None else (
+        f"minimum {lc['min_ratio']:.2f}x baseline at step {{step}}")
+    depth = "minimum at step {step}" + (
+        "" if hs.get("depth") is None else f" (depth {hs['depth']:.4f})")
+    return "\n".join([
+        f"{entry['name']}  ({entry['kind']}: {entry['source']}; {entry['steps']} steps)",
+        f"  Sequence Length Collapse [{lc['source_key']}]: "
+        + _event_text(lc, "response-length", "DETECTED", ratio),
+        f"  Reward Hockey Stick [{hs['source_key']}]: "
+        + _event_text(hs, "reward", "DIP", depth),
+    ])
 
 
 def build_report(
-    specs: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None = None
+    specs: Sequence[str], config: BaiConfig | None = None
 ) -> tuple[list[RunLog], dict[str, Any]]:
     """Load every RUN and replay it; returns the runs and the JSON-able report."""
-    runs: list[RunLog] = []
-    for spec in specs:
-        try:
-            runs.extend(load_runs(spec))
-        except RunLogError as exc:
-            raise fail(str(exc)) from None
-    entries = [run_entry(run, replay(run, params)) for run in runs]
-    return runs, {"runs": entries, "detector_params": {k: dict(v) for k, v in
-                                                         (params or {}).items()}}
+    runs = [run for spec in specs for run in load_runs(spec)]
+    config = config or BaiConfig()
+    entries = [run_entry(run, replay(run, config)) for run in runs]
+    params = {section: config.detector_kwargs(cls.FIELDS)
+              for section, (cls, _) in DETECTORS.items()}
+    return runs, {"runs": entries, "detector_params": params}
 
 
 def _run(args: argparse.Namespace) -> int:
-    params = detector_params(args)
-    if args.out:
-        check_out_path(args.out, "--out")
-    runs, report = build_report(args.runs, params)
+    config = detector_config(args)
+    typed = getattr(args, SPELLED, None) or {}
+    if args.json != STDOUT:
+        check_out_path(args.json and Path(args.json), "--json", (".json",))
+    check_out_path(args.png, typed.get("png", "--png"), (".png",))
+    runs, report = build_report(args.runs, config)
     for entry in report["runs"]:
         for warning in entry["warnings"]:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print("\n".join(describe(e) for e in report["runs"]))
-    sys.stdout.flush()
-    if args.out:
+    text = json.dumps(report, indent=1)
+    print(text if args.json == STDOUT else "\n".join(describe(e) for e in report["runs"]),
+          flush=True)
+    if args.json not in (None, STDOUT):
+        with writing("--json", Path(args.json)) as path:
+            path.write_text(text + "\n", encoding="utf-8")
+    if args.png:
         from bai_tools.plots import plot_report
 
-        try:
-            plot_report(runs, [{k: e[k] for k in DETECTORS} for e in report["runs"]], args.out)
-        except OSError as exc:
-            raise fail(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
-        print(f"wrote {args.out}", file=sys.stderr)
+        with writing(typed.get("png", "--png"), args.png) as path:
+            plot_report(runs, [{k: e[k] for k in DETECTORS} for e in report["runs"]], path)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-report`: every failure ends in one `bai-report: error:` line
     (exit 1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
+    quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    return run_guarded(PROG, lambda: _run(args), args.verbose,
-                       expected=(RunLogError, ValueError, OSError))
+    return run_main(PROG, lambda: _run(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,6 @@ from pathlib import Path
 from bai_core.constants import JSONL_NAME
 from bai_tools.cli_util import iter_text_lines
 
-LOG = logging.getLogger(__name__)
-METRICS_FILE = JSONL_NAME
 TRAIN_PREFIX = "train/"
 
 # Canonical curve -> log keys in order of preference (bai hooks first, OpenRLHF's own next).
@@ -141,7 +138,7 @@ def read_jsonl(path: Path, name: str | None = None) -> RunLog:
 
 
 def _jsonl_name(path: Path) -> str:
-    return path.parent.name if path.name == METRICS_FILE else path.stem
+    return path.parent.name if path.name == JSONL_NAME else path.stem
 
 
 def _event_dirs(root: Path) -> list[Path]:
@@ -193,12 +190,12 @@ def load_runs(spec: str) -> list[RunLog]:
         if path.name.startswith("events.out.tfevents."):
             return [read_tensorboard(path.parent, label)]
         return [read_jsonl(path, label)]
-    if (path / METRICS_FILE).is_file():
-        return [read_jsonl(path / METRICS_FILE, label or path.name)]
+    if (path / JSONL_NAME).is_file():
+        return [read_jsonl(path / JSONL_NAME, label or path.name)]
     dirs = _event_dirs(path)
     if not dirs:
         raise RunLogError(
-            f"{path}: neither {METRICS_FILE} nor TensorBoard event files found"
+            f"{path}: neither {JSONL_NAME} nor TensorBoard event files found"
         )
     if len(dirs) == 1:
         return [read_tensorboard(dirs[0], label or path.name)]

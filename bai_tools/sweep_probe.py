@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import yaml
 
-from bai_tools import probe
-from bai_tools.cli_util import one_line, run_guarded
+from bai_core.cli import BaiError, add_verbose, quiet_dependency_warnings, run_main
 from bai_tools.generation import SamplingSettings, render_prompts
+from bai_tools.probe import run_probe, text_table
 from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
 
 if TYPE_CHECKING:  # torch loads only once the sweep folder and prompts have been checked
@@ -28,12 +29,7 @@ JSON_NAME, PNG_NAME = "sweep-probe.json", "sweep-probe.png"
 PAPER_CHOICES = {"best_benchmarks": [0.1], "most_stable": [0.5, 0.6]}
 
 
-def fail(message: str) -> SystemExit:
-    """A one-line error for the terminal, exit status 1."""
-    return SystemExit(one_line(PROG, message))
-
-
-class SweepProbeError(ValueError):
+class SweepProbeError(BaiError):
     """A sweep folder, input model or prompt file that cannot be probed; one-line message."""
 
 
@@ -76,7 +72,7 @@ def _model_ref(value: Any) -> tuple[str | None, set[str]]:
         return value, {value}
     if not isinstance(value, dict):
         return None, set()
-    names = [value.get(k) for k in ("path", "model_dir", "hub_id", "model")]
+    names = [value.get(k) for k in ("path", "hub_id", "model")]
     names = [n for n in names if isinstance(n, str)]
     return (names[0] if names else None), set(names)
 
@@ -181,9 +177,8 @@ def read_sweep(out_root: Path, reasoning: str | None = None) -> SweepLayout:
         raise SweepProbeError(f"{index_path}: no candidates listed")
     candidates, configs = [], []
     for entry in entries:
-        folder = next((entry.get(k) for k in ("path", "folder", "name")
-                       if isinstance(entry.get(k), str)), None)
-        if folder is None:
+        folder = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(folder, str):
             raise SweepProbeError(f"{index_path}: a candidate has no folder ('path')")
         model_dir = Path(folder) if Path(folder).is_absolute() else out_root / folder
         if not (model_dir / "config.json").is_file():
@@ -224,16 +219,6 @@ def read_sweep(out_root: Path, reasoning: str | None = None) -> SweepLayout:
 def weight_set_label(weights: Sequence[float]) -> str:
     """`w=0.5,0.5`: the legend label of one weight set (one line per set in the plot)."""
     return "w=" + ",".join(f"{w:g}" for w in weights)
-
-
-def _probe_all(dirs: Sequence[Path], prompts: Path, settings: SamplingSettings,
-               input_key: str, generate_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        return probe.run_probe(dirs, prompts, settings, input_key=input_key,
-                               generate_kwargs=generate_kwargs, include_samples=True)
-    except SystemExit as exc:  # bai-probe's one-line errors, re-labelled for this tool
-        message = str(exc.code)
-        raise SweepProbeError(message.removeprefix(f"{probe.PROG}: error: ")) from None
 
 
 def reasoning_sequences(reasoning: dict[str, Any], prompts: Path, input_key: str) -> Sequences:
@@ -317,8 +302,8 @@ def probe_sweep_dir(
     Sampling: bai-probe's (temperature 1, top_p 1, chat template, one vLLM engine at a time,
     the same `seed` for all). KL: bai_tools.policy_kl (transformers, one model at a time).
     """
+    from bai_tools.plots import plot_sweep_probe
     from bai_tools.policy_kl import PolicyKL, kl_to_reference
-    from bai_tools.sweep_plot import plot_sweep_probe
 
     out_root = Path(out_root)
     if n < 1 or max_tokens < 1:
@@ -331,7 +316,8 @@ def probe_sweep_dir(
         raise SweepProbeError(str(exc)) from None
     settings = SamplingSettings(n=n, max_tokens=max_tokens, seed=seed)
     dirs = [m.model_dir for m in (*layout.candidates, *layout.inputs)]
-    probed = _probe_all(dirs, prompts_path, settings, input_key, generate_kwargs)
+    probed = run_probe(dirs, prompts_path, settings, input_key=input_key,
+                       generate_kwargs=generate_kwargs, include_samples=True)
     reasoning_index = len(layout.candidates) + layout.inputs.index(layout.reasoning)
     seqs = reasoning_sequences(probed["candidates"][reasoning_index], prompts_path, input_key)
     others = [d for i, d in enumerate(dirs) if i != reasoning_index]
@@ -351,58 +337,61 @@ def probe_sweep_dir(
     return json_path
 
 
+SWEEP_COLUMNS = [
+    ("alpha", "base_weight", "{:g}"), ("weights", "weight_set", "{}"),
+    ("len mean", "bai/response_length/mean", "{:.1f}"),
+    ("clip", "bai/response_length/clip_ratio", "{:.2f}"),
+    ("think closed", "bai/think/closed_ratio", "{:.2f}"), ("reward", "bai/reward/mean", "{:.3f}"),
+    ("KL(C||R)", "kl_to_reasoning", "{:.4f}"), ("KL(R||C)", "kl_from_reasoning", "{:.4f}"),
+]
+
+
 def format_sweep_table(report: dict[str, Any]) -> str:
     """One row per entry: ratios, the main probe metrics and both KL directions."""
-    cols = [("alpha", "base_weight", "{:g}"), ("weights", "weight_set", "{}"),
-            ("len mean", "bai/response_length/mean", "{:.1f}"),
-            ("clip", "bai/response_length/clip_ratio", "{:.2f}"),
-            ("think closed", "bai/think/closed_ratio", "{:.2f}"),
-            ("reward", "bai/reward/mean", "{:.3f}"),
-            ("KL(C||R)", "kl_to_reasoning", "{:.4f}"), ("KL(R||C)", "kl_from_reasoning", "{:.4f}")]
-    rows = [["model", *(c[0] for c in cols)]]
-    for entry in report["entries"]:
-        row = [entry["name"] if entry["kind"] == "candidate"
-               else f"[{entry['role']}] {entry['name']}"]
-        for _, key, fmt in cols:
-            value = entry.get(key, entry["metrics"].get(key))
-            row.append("-" if value is None else fmt.format(value))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    entries = report["entries"]
+    names = [e["name"] if e["kind"] == "candidate" else f"[{e['role']}] {e['name']}"
+             for e in entries]
+    return text_table("model", entries, names, SWEEP_COLUMNS)
 
 
-@click.command(PROG)
-@click.argument("out_root", type=click.Path(path_type=Path))
-@click.option("--prompts", type=click.Path(path_type=Path), default=None,
-              help="JSONL prompt file (default: 16 math prompts shipped with bai).")
-@click.option("--input-key", default="prompt", show_default=True, help="Prompt field name.")
-@click.option("-n", "--n-samples", "n", type=int, default=4, show_default=True,
-              help="Samples per prompt.")
-@click.option("--max-tokens", type=int, default=256, show_default=True,
-              help="Generation limit.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--reasoning", default=None,
-              help="The reasoning input (folder name or path); default: the recipe's "
-              "config_source, else the last non-base model.")
-@click.option("--dtype", default="auto", show_default=True, help="vLLM dtype.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="INFO logging; tracebacks on errors (as BAI_TRACEBACK=1).")
-def main(out_root: Path, prompts: Path | None, input_key: str, n: int, max_tokens: int,
-         seed: int, reasoning: str | None, dtype: str, verbose: bool) -> None:
-    """Probe every candidate of a bai-sweep OUT_ROOT and its inputs; write sweep-probe.json/.png."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    if not verbose:
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Probe every candidate of a bai-sweep OUT_ROOT and its inputs "
+        "(KL to the reasoning model included); write sweep-probe.json and sweep-probe.png there.")
+    p.add_argument("out_root", type=Path, metavar="OUT_ROOT")
+    p.add_argument("--prompts", type=Path, default=None,
+                   help="JSONL prompt file (default: 16 math prompts shipped with bai)")
+    p.add_argument("--input-key", default="prompt", help="prompt field name (default: prompt)")
+    p.add_argument("-n", "--n-samples", dest="n", type=int, default=4,
+                   help="samples per prompt (4)")
+    p.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    p.add_argument("--reasoning", default=None,
+                   help="the reasoning input (folder name or path); default: the recipe's "
+                   "config_source, else the last non-base model")
+    p.add_argument("--dtype", default="auto", help="vLLM dtype (auto: the model's)")
+    add_verbose(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bai-sweep-probe`: one `bai-sweep-probe: error:` line per failure."""
+    quiet_dependency_warnings()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    path = run_guarded(PROG, lambda: probe_sweep_dir(
-        out_root, prompts, n, max_tokens, seed, reasoning=reasoning, input_key=input_key,
-        generate_kwargs={"dtype": dtype}), verbose, expected=(SweepProbeError,))
-    report = json.loads(path.read_text(encoding="utf-8"))
-    click.echo(format_sweep_table(report))
-    click.echo(f"wrote {path} and {path.with_name(PNG_NAME)}", err=True)
+    return run_main(PROG, lambda: _run(args), args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = probe_sweep_dir(args.out_root, args.prompts, args.n, args.max_tokens, args.seed,
+                           reasoning=args.reasoning, input_key=args.input_key,
+                           generate_kwargs={"dtype": args.dtype})
+    print(format_sweep_table(json.loads(path.read_text(encoding="utf-8"))), flush=True)
+    print(f"wrote {path} and {path.with_name(PNG_NAME)}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,7 +28,7 @@ ROLES = ("base", "instruct", "reasoning")
 
 def build_models(root: Path, hidden: int, layers: int, vocab: int) -> dict[str, Path]:
     """Random bf16 Qwen2 checkpoints sharing one config and a small tokenizer."""
-    from transformers import AutoTokenizer, Qwen2Config
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from bai_demo.toy_models import write_tokenizer
 
@@ -42,22 +42,8 @@ def build_models(root: Path, hidden: int, layers: int, vocab: int) -> dict[str, 
         num_key_value_heads=max(1, hidden // 512), tie_word_embeddings=False,
         torch_dtype="bfloat16", architectures=["Qwen2ForCausalLM"],
     )
-    kv = cfg.num_key_value_heads * 128
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-              "model.norm.weight": (hidden,)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.q_proj.bias": (hidden,),
-            p + "self_attn.k_proj.weight": (kv, hidden), p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.v_proj.bias": (kv,),
-            p + "self_attn.o_proj.weight": (hidden, hidden),
-            p + "mlp.gate_proj.weight": (hidden * 4, hidden),
-            p + "mlp.up_proj.weight": (hidden * 4, hidden),
-            p + "mlp.down_proj.weight": (hidden, hidden * 4),
-            p + "input_layernorm.weight": (hidden,),
-            p + "post_attention_layernorm.weight": (hidden,),
-        })
+    with torch.device("meta"):  # names and shapes only, no memory
+        shapes = {k: tuple(v.shape) for k, v in Qwen2ForCausalLM(cfg).state_dict().items()}
     gen = torch.Generator().manual_seed(0)
     for role, path in paths.items():
         path.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def test_a_log_starting_inside_a_logged_collapse_reports_it_detected():
     lc = replay(log(flags))["length_collapse"]
     assert lc["detected"] is True
     assert lc["onset_step"] is None and lc["onset_before_step"] == 8
-    assert "bai/detector/length_collapse = 1 logged at step 8" in lc["detected_from"]
+    assert "bai/detector/length_collapse = 1 at its first row (step 8)" in lc["detected_from"]
     assert lc["recovery_step"] == 14  # where the run's own flag went back to 0
     assert lc["min_step"] == 10 and abs(lc["min_ratio"] - 10.0 / 30.0) < 1e-9
     assert "disagreement" not in lc and lc["warnings"] == []

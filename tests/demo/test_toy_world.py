@@ -81,7 +81,7 @@ def probe(small_family, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "probe.json"
     argv = [str(VENV_BIN / "bai-probe"), str(small_family.instruct), str(small_family.reasoning),
             "--prompts", str(small_family.heldout_prompts), "-n", "1", "--max-tokens", "96",
-            "--json-out", str(out), "--no-samples"]
+            "--json", str(out), "--no-samples"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(proc.stdout)

@@ -186,7 +186,7 @@ def test_report_same_curves_from_jsonl_and_tensorboard(ppo, tmp_path):
     for key in ("steps", "length_collapse", "reward_hockey_stick"):
         assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True), key
     png = tmp_path / "report.png"
-    out = subprocess.run([str(VENV_BIN / "bai-report"), str(ppo.jsonl), "--out", str(png)],
+    out = subprocess.run([str(VENV_BIN / "bai-report"), str(ppo.jsonl), "--png", str(png)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

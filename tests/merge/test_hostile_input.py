@@ -1,4 +1,7 @@
-"""Hostile input through the real CLIs: one `Error:` line, non-zero exit, nothing changed."""
+"""Hostile input through the real CLIs: one error line, non-zero exit, nothing changed.
+
+mergekit-yaml is mergekit's click CLI (`Error: ...`); bai-sweep is ours (`bai-sweep: error: ...`).
+"""
 
 from __future__ import annotations
 
@@ -104,6 +107,7 @@ def symlink_to_base(fam, d):
     (d / "alias").symlink_to(fam["base"], target_is_directory=True)
 
 
+PREFIX = {"mergekit-yaml": "Error: ", "bai-sweep": "bai-sweep: error: "}
 BASE_AGAIN = "both base_model and in models"
 # Recipe and output rules are shared by both tools (one parser, one output guard).
 SHARED = [
@@ -275,10 +279,11 @@ def test_refused_in_one_line_and_nothing_changed(results, key):
     case = results[key]
     res = case.result
     assert res["rc"] != 0, res["stderr"][-2000:]
+    prefix = PREFIX[case.tool]
     lines = [line for line in res["stderr"].splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("Error: "), res["stderr"][-2000:]
+    assert lines and lines[-1].startswith(prefix), res["stderr"][-2000:]
     assert "Traceback" not in res["stderr"], res["stderr"][-3000:]
-    assert sum(line.startswith("Error:") for line in lines) == 1
+    assert sum(line.startswith(prefix) for line in lines) == 1
     for needle in case.needles:
         assert needle in lines[-1], lines[-1]
     assert res["changed"] == [], f"changed by a refused run: {res['changed'][:5]}"

@@ -128,7 +128,9 @@ def test_signal_mid_merge_cleans_up_like_a_failure(slow_family, tmp_path, tool, 
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 128 + sig, err[-2000:]
-    assert lines[-1] == f"Error: interrupted by {signal.Signals(sig).name}; partial output removed"
+    prefix = "Error:" if tool == "mergekit-yaml" else f"{tool}: error:"
+    name = signal.Signals(sig).name
+    assert lines[-1] == f"{prefix} interrupted by {name}; partial output removed"
     assert "Traceback" not in err
     assert [p for p in tmp_path.rglob("*") if ".partial-" in p.name] == []
     assert not out.exists()

@@ -9,7 +9,7 @@ from mergekit.config import MergeConfiguration
 from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
-from bai_mergekit.preflight import check_parameters
+from bai_mergekit.recipe import parse_recipe_text
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("bai*.yaml"))
 
@@ -18,7 +18,7 @@ RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("bai*.yaml"))
 def test_recipe_is_one_public_family_with_reasoning_config_and_tokenizer(path):
     cfg = MergeConfiguration.model_validate(yaml.safe_load(path.read_text()))
     assert cfg.merge_method == "bai"
-    check_parameters(cfg)
+    parse_recipe_text(path.read_text(), str(path))  # the strict reader both tools use
     reasoning = str(cfg.models[-1].model)
     size = re.fullmatch(r"deepseek-ai/DeepSeek-R1-Distill-Qwen-([\d.]+B)", reasoning).group(1)
     family = "Qwen2.5-Math" if size in ("1.5B", "7B") else "Qwen2.5"

@@ -46,6 +46,48 @@ def test_cli_candidates_equal_single_merges(family, recipe, tmp_path):
         "max_position_embeddings"]
 
 
+def test_mergekit_yaml_and_sweep_write_the_same_model(family_bf16, tmp_path):
+    """One finishing path (DESIGN.md 3d): the same ratio gives the same config files and the
+    same tensors from either tool. Rows are merged by id, so the inputs' padded vocabulary
+    (512 rows for a 450-token tokenizer, as Qwen2.5 pads 152064) is kept, as a reward model
+    or critic built from the same checkpoints expects."""
+    from transformers import AutoTokenizer
+
+    fam = family_bf16
+    cfg = bai_config(fam, dtype="bfloat16", tokenizer={"source": str(fam["reasoning"])})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (cand,) = run_sweep(recipe, tmp_path / "sweep", [0.5], [], quiet=True)
+    single = tmp_path / "single" / cand.name  # mergekit-yaml on the user's recipe
+    assert mergekit_yaml(cfg, single).returncode == 0
+    again = tmp_path / "again" / cand.name  # mergekit-yaml on the candidate's own config
+    run = run_cli(["mergekit-yaml", str(cand / "mergekit_config.yml"), str(again), "--quiet"])
+    assert run.returncode == 0, run.stderr
+
+    def files(folder):
+        return sorted(p.name for p in folder.iterdir() if p.suffix != ".safetensors")
+
+    def bai_section(folder):
+        return (folder / "README.md").read_text().split("## Balanced Actor Initialization")[1]
+
+    want = load_model(cand)
+    for other in (single, again):
+        assert files(other) == files(cand)
+        for name in set(files(cand)) - {".bai-merge.json", "README.md", "mergekit_config.yml"}:
+            assert (other / name).read_bytes() == (cand / name).read_bytes(), (other, name)
+        got = load_model(other)
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want), other
+        assert bai_section(other) == bai_section(cand)
+    assert (again / "mergekit_config.yml").read_text() == (cand / "mergekit_config.yml").read_text()
+    config = json.loads((cand / "config.json").read_text())
+    assert config["vocab_size"] == 512 == want["model.embed_tokens.weight"].shape[0]
+    assert config["dtype"] == "bfloat16" and "torch_dtype" not in config
+    assert config["max_position_embeddings"] == json.loads(
+        (fam["reasoning"] / "config.json").read_text())["max_position_embeddings"]
+    assert len(AutoTokenizer.from_pretrained(cand)) < 512  # the padding rows are kept
+
+
 def test_each_input_tensor_is_read_once(recipe, tmp_path, monkeypatch):
     reads: dict[str, int] = {}
     original = LazyTensorLoader.get_tensor
@@ -70,7 +112,8 @@ def test_bad_grid_value_is_refused_before_writing(recipe, tmp_path):
 def test_wrong_number_of_weights_is_refused(recipe, tmp_path):
     run = run_cli(["bai-sweep", str(recipe), str(tmp_path / "s"), "--weights", "1,2,3"])
     assert run.returncode != 0
-    assert run.stderr.strip().splitlines()[-1].startswith("Error: each --weights needs 2 numbers")
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("bai-sweep: error: each --weights needs 2 numbers")
     assert leftovers(tmp_path) == []
 
 
@@ -120,13 +163,12 @@ def test_candidate_and_its_mergekit_config_give_the_same_model(family, tmp_path)
     assert entry["coefficients"]["base"] == 0.4
 
 
-def test_probe_runs_after_the_grid_and_its_failure_is_one_line(recipe, tmp_path, monkeypatch):
+def test_probe_runs_after_the_grid_and_its_failure_is_one_line(recipe, tmp_path, monkeypatch,
+                                                              capsys):
     import sys
     import types
 
-    from click.testing import CliRunner
-
-    from bai_mergekit.sweep import main
+    from bai_tools.sweep_cli import main
 
     calls = []
 
@@ -138,13 +180,22 @@ def test_probe_runs_after_the_grid_and_its_failure_is_one_line(recipe, tmp_path,
     fake = types.ModuleType("bai_tools.sweep_probe")
     fake.probe_sweep_dir = probe_sweep_dir
     monkeypatch.setitem(sys.modules, "bai_tools.sweep_probe", fake)
+    monkeypatch.delenv("BAI_TRACEBACK", raising=False)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "1+1?"}\n')
     out = tmp_path / "s"
-    run = CliRunner().invoke(main, [str(recipe), str(out), "--quiet", "--probe", "--prompts",
-                                    str(prompts), "-n", "2", "--seed", "7"])
+    code = main([str(recipe), str(out), "--quiet", "--probe", "--prompts", str(prompts),
+                 "-n", "2", "--seed", "7"])
     assert calls == [(out, prompts, 2, 256, 7, True)]
-    assert run.exit_code == 1
-    assert run.output.strip().splitlines()[-1] == (
-        "Error: RuntimeError: vllm is not installed (for the traceback: -v or BAI_TRACEBACK=1)")
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "bai-sweep: error: RuntimeError: vllm is not installed "
+        "(-v or BAI_TRACEBACK=1 shows the traceback)")
     assert (out / "bai-a0.5-w0.5_0.5" / "model.safetensors").is_file()
+
+
+def test_plugin_does_not_import_the_tools():
+    """The command line lives in bai_tools; bai_mergekit stays the plugin and the engine."""
+    import bai_mergekit.sweep
+
+    assert not hasattr(bai_mergekit.sweep, "main")

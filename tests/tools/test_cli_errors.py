@@ -51,18 +51,18 @@ CASES = [
      "--collapse-recover must be >= 1 - --collapse-drop = 0.8"),
     ("bai-report", [GOOD, "--collapse-max-onset-step", "-1"],
      "--collapse-max-onset-step must be >= 0 (0 = any step), got -1"),
-    ("bai-report", [GOOD, "--collapse-baseline-steps", "0"],
-     "--collapse-baseline-steps must be >= 1, got 0"),
-    ("bai-report", [GOOD, "--collapse-ema", "0"], "--collapse-ema must be in (0, 1]"),
+    ("bai-report", [GOOD, "--baseline-steps", "0"], "--baseline-steps must be >= 1, got 0"),
+    ("bai-report", [GOOD, "--ema", "0"], "--ema must be in (0, 1]"),
+    # an old spelling (a hidden alias for one release) is named as typed
     ("bai-report", [GOOD, "--hockey-ema", "inf"], "--hockey-ema must be a finite number, got inf"),
-    ("bai-report", [GOOD, "--hockey-std-mult", "-1"], "--hockey-std-mult must be >= 0, got -1.0"),
-    ("bai-report", [GOOD, "--hockey-rel-drop", "NaN"], "--hockey-rel-drop must be a finite"),
-    ("bai-report", [GOOD, "--hockey-abs-drop=-inf"], "--hockey-abs-drop must be a finite"),
-    ("bai-report", [GOOD, "--hockey-baseline-steps", "2.5"], "invalid int value: '2.5'"),
+    ("bai-report", [GOOD, "--reward-dip-std", "-1"], "--reward-dip-std must be >= 0, got -1.0"),
+    ("bai-report", [GOOD, "--reward-dip-rel", "NaN"], "--reward-dip-rel must be a finite"),
+    ("bai-report", [GOOD, "--reward-dip-abs=-inf"], "--reward-dip-abs must be a finite"),
+    ("bai-report", [GOOD, "--baseline-steps", "2.5"], "invalid int value: '2.5'"),
     ("bai-report", [GOOD, "--collapse-drop", "half"], "invalid float value: 'half'"),
-    ("bai-report", [GOOD, "--out", "in/report.txt"], "must end in .png, got '.txt'"),
-    ("bai-report", [GOOD, "--out", "in/out-dir"], "in/out-dir: is a directory"),
-    ("bai-report", [GOOD, "--out", "in/a-file/sub/r.png"], "in/a-file is not a directory"),
+    ("bai-report", [GOOD, "--png", "in/report.txt"], "must end in .png, got '.txt'"),
+    ("bai-report", [GOOD, "--png", "in/out-dir"], "in/out-dir: is a directory"),
+    ("bai-report", [GOOD, "--png", "in/a-file/sub/r.png"], "in/a-file is not a directory"),
     ("bai-report", ["in/missing.jsonl"], "in/missing.jsonl: no such file or directory"),
     ("bai-report", ["in/latin1.jsonl"], "in/latin1.jsonl:2: not UTF-8 text (invalid byte 0xe9"),
     ("bai-report", ["in/fig.png"], "in/fig.png:1: not UTF-8 text (invalid byte 0x89"),
@@ -85,9 +85,9 @@ CASES = [
      "in/prompts-latin1.jsonl:1: not UTF-8 text (invalid byte 0xe9"),
     ("bai-probe", ["in/model", "--prompts", "in/prompts-broken.jsonl"],
      "in/prompts-broken.jsonl:2: invalid JSON"),
-    ("bai-probe", ["in/model", "--png-out", "in/probe.jpg"], "must end in .png, got '.jpg'"),
-    ("bai-probe", ["in/model", "--json-out", "in/out-dir"], "in/out-dir: is a directory"),
-    ("bai-probe", ["in/model", "--json-out", "in/a-file/p.json"], "in/a-file is not a directory"),
+    ("bai-probe", ["in/model", "--png", "in/probe.jpg"], "must end in .png, got '.jpg'"),
+    ("bai-probe", ["in/model", "--json", "in/out-dir"], "in/out-dir: is a directory"),
+    ("bai-probe", ["in/model", "--json", "in/a-file/p.json"], "in/a-file is not a directory"),
 ]
 
 
@@ -132,7 +132,7 @@ def test_case_table_is_large_enough():
 
 def test_valid_input_still_works(tmp_path):
     make_inputs(tmp_path)
-    proc = run_cli("bai-report", ["--json", GOOD, "--out", "out/fig.png"], tmp_path)
+    proc = run_cli("bai-report", ["--json", "-", GOOD, "--png", "out/fig.png"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["runs"][0]["steps"] == 10
     assert (tmp_path / "out" / "fig.png").read_bytes()[:8] == PNG_MAGIC
@@ -153,9 +153,8 @@ def test_traceback_only_on_request(tmp_path, monkeypatch, capsys):
     for extra, env, shown in (([], "", False), ([], "1", True), (["-v"], "0", True)):
         monkeypatch.setenv("BAI_TRACEBACK", env)
         capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            report.main(argv + extra)
-        message = str(info.value.code)
+        assert report.main(argv + extra) == 1
+        err = capsys.readouterr().err
+        message = err.strip().splitlines()[-1]
         assert message.startswith("bai-report: error: RuntimeError: deliberate bug")
-        assert "\n" not in message
-        assert ("Traceback" in capsys.readouterr().err) is shown
+        assert ("Traceback" in err) is shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,30 +68,40 @@ def test_prompt_forms_and_reference_fields(tmp_path):
         ('{"prompt": [{"role": "user"}]}\n', ":1: field 'prompt' must be"),
     ],
 )
-def test_bad_prompt_files_fail_before_generation(tmp_path, model_dir, content, needle):
+def test_bad_prompt_files_fail_before_generation(tmp_path, model_dir, content, needle, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(PromptFileError, match="bad.jsonl"):
         load_prompts(path)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(PromptFileError) as info:  # a typed error: main() makes it one line
         probe.run_probe([model_dir], path, SamplingSettings(), generate=never_generate)
-    message = str(info.value.code)
-    assert message.startswith("bai-probe: error: ") and str(path) in message
-    assert needle in message and "\n" not in message
+    message = str(info.value)
+    assert str(path) in message and needle in message and "\n" not in message
+    assert probe.main([str(model_dir), "--prompts", str(path)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"bai-probe: error: {message}"
 
 
-def test_missing_model_and_missing_prompt_file(tmp_path, model_dir):
-    with pytest.raises(SystemExit, match=r"model directory not found: .*nowhere"):
-        probe.main([str(tmp_path / "nowhere")])
+def error_line(capsys, argv: list[str], status: int = 1) -> str:
+    """Run bai-probe's main(); its exit status and the one error line it printed."""
+    capsys.readouterr()
+    assert probe.main(argv) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("bai-probe: error: ")
+    return lines[-1]
+
+
+def test_missing_model_and_missing_prompt_file(tmp_path, model_dir, capsys):
+    assert re.search(r"model directory not found: .*nowhere",
+                     error_line(capsys, [str(tmp_path / "nowhere")]))
     empty = tmp_path / "empty-dir"
     empty.mkdir()
-    with pytest.raises(SystemExit, match="no config.json"):
-        probe.main([str(empty)])
-    with pytest.raises(SystemExit, match="prompt file not found"):
+    assert "no config.json" in error_line(capsys, [str(empty)])
+    with pytest.raises(PromptFileError, match="prompt file not found"):
         probe.run_probe([model_dir], tmp_path / "none.jsonl", SamplingSettings(),
                         generate=never_generate)
-    with pytest.raises(SystemExit, match="--max-tokens must be >= 1"):
-        probe.main([str(model_dir), "--max-tokens", "0"])
+    line = error_line(capsys, [str(model_dir), "--max-tokens", "0"], status=2)  # usage
+    assert "--max-tokens must be >= 1" in line
 
 
 def test_cli_exit_status_and_one_line_stderr(tmp_path, model_dir):
@@ -128,3 +139,13 @@ def test_tokenizer_without_chat_template_is_a_clear_error(tmp_path):
     tok.chat_template = None
     with pytest.raises(GenerationError, match="no chat template"):
         render_prompts(tok, [[{"role": "user", "content": "hi"}]])
+
+
+def test_old_output_flags_still_work_for_one_release_and_warn(tmp_path, model_dir, capsys):
+    for old, new, value, needle in (("--png-out", "--png", tmp_path / "p.jpg", "must end in .png"),
+                                    ("--json-out", "--json", tmp_path, "is a directory")):
+        capsys.readouterr()
+        assert probe.main([str(model_dir), old, str(value)]) == 2  # parsed into the new option
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith(f"bai-probe: warning: {old} is deprecated") and new in err[0]
+        assert err[-1].startswith(f"bai-probe: error: {old} {value}") and needle in err[-1]

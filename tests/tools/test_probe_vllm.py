@@ -39,7 +39,7 @@ def probed(tmp_path_factory):
     argv = [
         str(family["base"]), str(family["reasoning"]), "--prompts", str(prompts),
         "-n", str(N), "--max-tokens", str(MAX_TOKENS), "--seed", "1",
-        "--json-out", str(out_json), "--png-out", str(out_png),
+        "--json", str(out_json), "--png", str(out_png),
     ]
     stdout = root / "stdout.txt"
     saved_env = dict(os.environ)  # the CLI sets vLLM env defaults; keep other tests clean

@@ -41,8 +41,17 @@ def write_openrlhf_tensorboard(tb_dir: Path, run_name: str, lengths, rewards) ->
 
 def run_json(capsys, *argv: str) -> dict:
     capsys.readouterr()  # drop whatever imports printed before
-    assert report.main(["--json", *argv]) == 0
+    assert report.main(["--json", "-", *argv]) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def error_line(capsys, argv, status: int = 1) -> str:
+    """bai-report's exit status must be `status`; returns its one `bai-report: error:` line."""
+    capsys.readouterr()
+    assert report.main(argv) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("bai-report: error: ") and "\n" not in lines[-1]
+    return lines[-1]
 
 
 @pytest.fixture()
@@ -73,7 +82,7 @@ def test_events_on_synthetic_jsonl(logs, capsys):
     assert lc["detected"] and 6 <= lc["onset_step"] <= 8
     assert lc["min_ratio"] == pytest.approx(0.3, abs=0.02)
     assert 8 <= lc["min_step"] < 24
-    assert 24 <= lc["recovered_step"] <= 27
+    assert 24 <= lc["recovery_step"] <= 27
     assert lc["source_key"] == "bai/response_length/mean"
     assert not by_name["collapse"]["reward_hockey_stick"]["detected"]
 
@@ -103,7 +112,7 @@ def test_collapse_without_recovery_and_text_output(tmp_path, capsys):
     assert "not recovered" in text
     assert "Reward Hockey Stick [bai/reward/mean]: not detected" in text
     lc = run_json(capsys, str(path))["runs"][0]["length_collapse"]
-    assert lc["detected"] and lc["recovered_step"] is None
+    assert lc["detected"] and lc["recovery_step"] is None
 
 
 def test_json_contract_exact_types(logs, capsys):
@@ -112,7 +121,7 @@ def test_json_contract_exact_types(logs, capsys):
     contract = {
         "length_collapse": {"detected": bool, "onset_step": (int, type(None)),
                             "min_ratio": float, "min_step": (int, type(None)),
-                            "recovered_step": (int, type(None))},
+                            "recovery_step": (int, type(None))},
         "reward_hockey_stick": {"detected": bool, "onset_step": (int, type(None)),
                                 "min_step": (int, type(None)), "depth": float,
                                 "recovery_step": (int, type(None))},
@@ -153,7 +162,7 @@ def test_tensorboard_from_openrlhf_logger_matches_jsonl(tmp_path, capsys):
     assert tb["reward_hockey_stick"]["source_key"] == "rollout/reward_mean"
     for section in ("length_collapse", "reward_hockey_stick"):
         assert tb[section]["detected"]
-        for key in ("onset_step", "min_step", "recovered_step", "recovery_step"):
+        for key in ("onset_step", "min_step", "recovery_step"):
             assert tb[section].get(key) == jl[section].get(key), (section, key)
     assert tb["reward_hockey_stick"]["depth"] == pytest.approx(
         jl["reward_hockey_stick"]["depth"], abs=1e-5
@@ -177,16 +186,15 @@ def test_detector_flags_reach_the_detectors(tmp_path, capsys):
     assert not run_json(capsys, str(path))["runs"][0]["length_collapse"]["detected"]
     out = run_json(capsys, str(path), "--collapse-drop", "0.3")
     assert out["runs"][0]["length_collapse"]["detected"]
-    assert out["detector_params"]["length_collapse"]["drop"] == 0.3
+    assert out["detector_params"]["length_collapse"]["collapse_drop"] == 0.3
     late = run_json(capsys, str(path), "--collapse-drop", "0.3", "--collapse-max-onset-step", "5")
     assert not late["runs"][0]["length_collapse"]["detected"]
-    with pytest.raises(SystemExit, match="drop must be in"):
-        report.main([str(path), "--collapse-drop", "1.5"])
+    assert "drop must be in" in error_line(capsys, [str(path), "--collapse-drop", "1.5"])
 
 
 def test_png_overlay(logs, tmp_path, capsys):
     out = tmp_path / "fig" / "report.png"
-    assert report.main([str(logs["collapse"]), str(logs["dip"]), "--out", str(out)]) == 0
+    assert report.main([str(logs["collapse"]), str(logs["dip"]), "--png", str(out)]) == 0
     data = out.read_bytes()
     assert data[:8] == PNG_MAGIC
     assert len(data) > 30_000
@@ -202,22 +210,18 @@ def test_png_overlay(logs, tmp_path, capsys):
         ('{"step": 1, "x": 1}\n{"x": 2}\n', ":2: missing or non-integer 'step'"),
     ],
 )
-def test_malformed_jsonl_names_file_and_line(tmp_path, content, needle):
+def test_malformed_jsonl_names_file_and_line(tmp_path, content, needle, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(SystemExit) as info:
-        report.main([str(path)])
-    message = str(info.value.code)
-    assert message.startswith("bai-report: error: ") and str(path) in message
-    assert needle in message and "\n" not in message
+    message = error_line(capsys, [str(path)])
+    assert str(path) in message and needle in message
 
 
-def test_missing_and_empty_run_dirs(tmp_path):
-    with pytest.raises(SystemExit, match="no such file or directory"):
-        report.main([str(tmp_path / "nope")])
+def test_missing_and_empty_run_dirs(tmp_path, capsys):
+    assert "no such file or directory" in error_line(capsys, [str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="neither bai_metrics.jsonl nor TensorBoard"):
-        report.main([str(tmp_path / "empty")])
+    assert "neither bai_metrics.jsonl nor TensorBoard" in error_line(
+        capsys, [str(tmp_path / "empty")])
 
 
 def test_partial_last_line_of_a_killed_run_is_skipped(tmp_path, capsys):
@@ -264,7 +268,7 @@ def test_resumed_run_reports_the_original_onset(tmp_path, capsys):
         assert full[section]["seeded_from_step"] is None
         assert resumed[section]["seeded_from_step"] == cut + 1
         assert full[section]["logged_agrees"] is True and resumed[section]["logged_agrees"]
-        for key in ("onset_step", "min_step", "recovered_step", "recovery_step"):
+        for key in ("onset_step", "min_step", "recovery_step"):
             assert resumed[section].get(key) == full[section].get(key), (section, key)
     assert resumed["length_collapse"]["onset_step"] <= cut  # before this log's first row
     assert resumed["length_collapse"]["min_ratio"] == pytest.approx(
@@ -275,7 +279,10 @@ def test_resumed_run_reports_the_original_onset(tmp_path, capsys):
     assert "continued from the detector state logged at step 16" in capsys.readouterr().out
 
 
-def test_logged_flags_that_disagree_with_the_replay_are_reported(tmp_path, capsys):
+def test_a_log_starting_inside_a_logged_collapse_reports_it(tmp_path, capsys):
+    """Issue 14: a log that carries the detector's flag but not its state (an older log, or
+    one begun after a resume) starts collapsed; the run logged the collapse, so the report
+    says detected, with the onset before the log's first row, and names its evidence."""
     lengths, rewards = curves.collapse_lengths(recover_at=None), curves.healthy_rewards()
     state = monitor_rows(tmp_path / "a.jsonl", curves.STEPS[:15], lengths[:15], rewards[:15])
     resumed = tmp_path / "resumed.jsonl"
@@ -285,17 +292,36 @@ def test_logged_flags_that_disagree_with_the_replay_are_reported(tmp_path, capsy
     old = curves.write_jsonl(tmp_path / "old.jsonl", [
         {k: v for k, v in r.items() if not k.startswith("bai/detector/length_")
          or k == "bai/detector/length_collapse"} for r in rows])
+    run = run_json(capsys, str(old))["runs"][0]
+    lc = run["length_collapse"]
+    assert lc["detected"] and lc["seeded_from_step"] is None
+    assert lc["onset_step"] is None and lc["onset_before_step"] == 16 == run["first_step"]
+    assert lc["recovery_step"] is None and lc["min_step"] >= 16
+    assert "bai/detector/length_collapse = 1 at its first row (step 16)" in lc["detected_from"]
+    assert lc["logged_agrees"] is True and run["warnings"] == []
+    assert report.main([str(old)]) == 0
+    captured = capsys.readouterr()
+    assert "Sequence Length Collapse [bai/response_length/mean]: DETECTED before step 16" in (
+        captured.out)
+    assert "not recovered (from the run's own bai/detector/length_collapse" in captured.out
+    assert "warning" not in captured.err
+
+
+def test_logged_flags_that_disagree_with_the_replay_are_reported(tmp_path, capsys):
+    """The run's own flags (default thresholds) against a replay with other thresholds."""
+    log = tmp_path / "run.jsonl"
+    monitor_rows(log, curves.STEPS, curves.collapse_lengths(), curves.healthy_rewards())
     capsys.readouterr()
-    assert report.main(["--json", str(old)]) == 0
+    assert report.main(["--json", "-", str(log), "--collapse-drop", "0.9"]) == 0
     captured = capsys.readouterr()
     run = json.loads(captured.out)["runs"][0]
     lc = run["length_collapse"]
-    assert not lc["detected"] and lc["seeded_from_step"] is None  # baseline from collapsed rows
-    assert lc["logged_agrees"] is False
+    assert not lc["detected"] and lc["seeded_from_step"] is None
+    assert lc["logged_agrees"] is False and "detected_from" not in lc
     assert len(run["warnings"]) == 1
     warning = run["warnings"][0]
-    assert "bai/detector/length_collapse = 1 at step 16 but this replay says 0" in warning
-    assert "25 of 25 logged steps disagree" in warning
+    assert "bai/detector/length_collapse = 1 at step" in warning
+    assert "but this replay says 0" in warning and "logged steps disagree" in warning
     assert f"bai-report: warning: {warning}" in captured.err.splitlines()
 
 
@@ -320,12 +346,10 @@ def test_non_numeric_values_are_warned_once_per_key(tmp_path, capsys):
     assert sum(line.startswith("bai-report: warning: ") for line in err) == 2
 
 
-def test_non_utf8_log_names_file_and_line(tmp_path):
+def test_non_utf8_log_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"step": 1, "x": 1}\n{"step": 2, "caf\xe9": 1}\n')
-    with pytest.raises(SystemExit) as info:
-        report.main([str(path)])
-    assert str(info.value.code) == (
+    assert error_line(capsys, [str(path)]) == (
         f"bai-report: error: {path}:2: not UTF-8 text (invalid byte 0xe9 at byte 17 of the line)")
 
 
@@ -349,16 +373,31 @@ def test_max_onset_step_zero_means_any_step(tmp_path, capsys):
         (lambda d: d / "afile" / "sub" / "r.png", "afile is not a directory"),
     ],
 )
-def test_bad_out_paths_fail_before_reading(logs, tmp_path, make_out, needle):
+def test_bad_out_paths_fail_before_reading(logs, tmp_path, make_out, needle, capsys):
     (tmp_path / "afile").write_text("x")
     out = make_out(tmp_path)
-    with pytest.raises(SystemExit) as info:
-        report.main([str(logs["healthy"]), "--out", str(out)])
-    message = str(info.value.code)
-    assert message.startswith("bai-report: error: --out ") and needle in message
+    message = error_line(capsys, [str(logs["healthy"]), "--png", str(out)], status=2)
+    assert message.startswith("bai-report: error: --png ") and needle in message
 
 
 def test_out_creates_missing_parents(logs, tmp_path, capsys):
     out = tmp_path / "a" / "b" / "r.PNG"
-    assert report.main([str(logs["healthy"]), "--out", str(out)]) == 0
+    assert report.main([str(logs["healthy"]), "--png", str(out)]) == 0
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_json_file_and_the_old_out_spelling(logs, tmp_path, capsys):
+    """`--json FILE` writes the report (text summary on stdout); `--out` is `--png` for one
+    release, with a warning; a `--json` target that is not .json (a run log) is refused."""
+    out, fig = tmp_path / "r.json", tmp_path / "old.png"
+    capsys.readouterr()
+    assert report.main([str(logs["healthy"]), "--json", str(out), "--out", str(fig)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(out.read_text())["runs"][0]["steps"] == 40
+    assert "Sequence Length Collapse" in captured.out
+    assert "bai-report: warning: --out is deprecated" in captured.err
+    assert fig.read_bytes()[:8] == PNG_MAGIC
+    line = error_line(capsys, [str(logs["healthy"]), "--json", str(logs["dip"])], status=2)
+    assert "must end in .json, got '.jsonl'" in line
+    assert report.main([str(logs["healthy"]), "--json"]) == 0  # a bare --json prints it
+    assert json.loads(capsys.readouterr().out)["runs"][0]["steps"] == 40

@@ -69,11 +69,9 @@ def probed(swept, tmp_path_factory):
     saved_env = dict(os.environ)
     try:
         with stdout.open("w", encoding="utf-8") as handle, contextlib.redirect_stdout(handle):
-            sweep_probe.main.main(
+            assert sweep_probe.main(
                 [str(swept), "--prompts", str(prompts), "-n", str(N),
-                 "--max-tokens", str(MAX_TOKENS), "--seed", str(SEED)],
-                standalone_mode=False,
-            )
+                 "--max-tokens", str(MAX_TOKENS), "--seed", str(SEED)]) == 0
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
@@ -151,7 +149,8 @@ def test_kl_zero_for_the_reasoning_model_and_grows_with_alpha(probed):
 def test_png_has_k_points_per_line(probed, swept):
     from matplotlib.image import imread
 
-    from bai_tools.sweep_plot import PANELS, sweep_figure
+    from bai_tools.plots import SWEEP_PANELS as PANELS
+    from bai_tools.plots import sweep_figure
 
     report, stdout = probed
     image = imread(swept / "sweep-probe.png")

@@ -3,7 +3,9 @@
 `bai.pth` (bai_autoload) calls `on_openrlhf` right after the `openrlhf` package loads, in any
 process of an environment with bai installed: a stock `python -m openrlhf.cli.train_ppo_ray`
 driver, a `ray job submit` entrypoint, every Ray worker on every node, vLLM's engine processes.
-`bai-train` calls `arm()` too (harmless when the import hook already did). Armed, a process:
+`on_openrlhf` only registers import callbacks (cheap: `import openrlhf` stays light); the
+configuration is read when OpenRLHF imports Ray or its trainer, or when `bai-train` calls
+`arm()` (harmless when the import hook already registered). Armed, a process:
 - patches OpenRLHF's trainer classes as soon as their modules load (`hooks.patch_module`);
 - in the driver, adds the resolved BAI_* settings to the runtime_env of OpenRLHF's own
   `ray.init`, so every Ray worker sees the same configuration, and logs one INFO line.
@@ -13,20 +15,18 @@ ERROR line and the hooks stay off: training runs on unchanged. BAI_DISABLE=1 tur
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 import sys
-from typing import Any
 
 from bai_autoload import when_imported
-from bai_core.config import BaiConfig
-from bai_core.constants import JSONL_NAME
 
 from . import SUPPORTED_OPENRLHF
-from .argv import flag_value, ray_resources
 
-logger = logging.getLogger("bai")
+TYPE_CHECKING = False  # not `typing`'s: importing typing alone costs `import openrlhf` ~10 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    from bai_core.config import BaiConfig
 
 __all__ = ["CPU_ENV", "SMOKE_ENV", "arm", "cpu_requested", "on_openrlhf", "resolved_config"]
 
@@ -34,12 +34,37 @@ CPU_ENV = "BAI_CPU"  # internal: "1" only from bai-train --bai.cpu or our ray.in
 SMOKE_ENV = "BAI_CPU_SMOKE_TEST"  # public opt-in: a stock launch in the CPU smoke-test mode
 TARGET_MODULES = ("openrlhf.trainer.ppo_trainer", "openrlhf.trainer.ppo_trainer_async")
 LOOPBACK = "127.0.0.1"
-_state: dict[str, Any] = {"armed": False, "active": False, "config": None, "problem": None}
+_state: dict[str, Any] = {"armed": False, "resolved": False, "active": False, "config": None,
+                          "problem": None}
+
+
+def _logger() -> Any:
+    import logging
+
+    return logging.getLogger("bai")
 
 
 def on_openrlhf(module: Any = None) -> None:
-    """bai_autoload's callback for the `openrlhf` package."""
-    arm()
+    """bai_autoload's callback for the `openrlhf` package: register, read nothing yet."""
+    try:
+        _register()
+    except Exception as exc:  # never break OpenRLHF's import
+        _logger().warning("bai: hooks not installed: %r", exc)
+
+
+def _register() -> None:
+    """Once per process: the CPU mode when asked for, and the import callbacks."""
+    if _state["armed"]:
+        return
+    _state["armed"] = True
+    if cpu_requested():
+        from .cpu_mode import install as install_cpu_mode
+
+        os.environ[CPU_ENV] = "1"
+        install_cpu_mode()
+    when_imported("ray", _wrap_ray_init)
+    for name in TARGET_MODULES:
+        when_imported(name, _patch_module)
 
 
 def cpu_requested() -> bool:
@@ -48,6 +73,9 @@ def cpu_requested() -> bool:
 
 def _ensure_log_handler() -> None:
     """Ray workers have no logging config: give the "bai" logger its own stderr handler."""
+    import logging
+
+    logger = _logger()
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[bai] %(levelname)s %(message)s"))
@@ -57,6 +85,19 @@ def _ensure_log_handler() -> None:
 
 
 def openrlhf_version() -> str | None:
+    """The installed OpenRLHF's version (its dist-info folder name: `importlib.metadata` alone
+    costs tens of milliseconds of start-up)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("openrlhf")
+    if spec is not None and spec.submodule_search_locations:
+        site = os.path.dirname(list(spec.submodule_search_locations)[0])
+        try:
+            for name in os.listdir(site):
+                if name.startswith("openrlhf-") and name.endswith(".dist-info"):
+                    return name[len("openrlhf-"):-len(".dist-info")]
+        except OSError:
+            pass
     import importlib.metadata
 
     try:
@@ -67,6 +108,8 @@ def openrlhf_version() -> str | None:
 
 def resolved_config() -> tuple[BaiConfig | None, str | None]:
     """The validated config of this process's environment, or None and the one-line problem."""
+    from bai_core.config import BaiConfig
+
     try:
         config = BaiConfig.from_env()
         config.validate("env")
@@ -76,44 +119,45 @@ def resolved_config() -> tuple[BaiConfig | None, str | None]:
 
 
 def arm() -> bool:
-    """Arm the hooks in this process; True when they will patch OpenRLHF. Never raises.
+    """Register the hooks and read the configuration now; True when they will patch OpenRLHF.
+    Never raises. `bai-train` calls it after setting the configuration."""
+    _state["resolved"] = False
+    on_openrlhf()
+    return _resolve()
 
-    The import callbacks are registered once per process (patching itself is idempotent);
-    the configuration is read again on each call (bai-train calls after setting it)."""
-    _state.update(active=False, config=None, problem=None)
+
+def _resolve() -> bool:
+    """Read the configuration and the version once per arm(); log a bad value once."""
+    if _state["resolved"]:
+        return _state["active"]
+    _state.update(resolved=True, active=False, config=None, problem=None)
     try:
         _ensure_log_handler()
-        if cpu_requested():
-            from .cpu_mode import install as install_cpu_mode
-
-            os.environ[CPU_ENV] = "1"
-            install_cpu_mode()
-        if not _state["armed"]:
-            when_imported("ray", _wrap_ray_init)
-            _state["armed"] = True
         if os.environ.get("BAI_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
             return False
         config, problem = resolved_config()
         if problem:
             _state["problem"] = problem
-            logger.error("bai: %s; the bai hooks are OFF, training runs on unchanged", problem)
+            _logger().error("bai: %s; the bai hooks are OFF, training runs on unchanged",
+                            problem)
             return False
         if config.disable:
             return False
         version = openrlhf_version()
         if version != SUPPORTED_OPENRLHF:
-            logger.warning("bai: OpenRLHF %s is installed but the bai hooks support %s exactly: "
-                           "no bai metrics or detectors in this run", version, SUPPORTED_OPENRLHF)
+            _logger().warning("bai: OpenRLHF %s is installed but the bai hooks support %s "
+                              "exactly: no bai metrics or detectors in this run", version,
+                              SUPPORTED_OPENRLHF)
             return False
         _state.update(config=config, active=True)
-        for name in TARGET_MODULES:
-            when_imported(name, _patch_module)
-    except Exception as exc:  # never break OpenRLHF's import
-        logger.warning("bai: hooks not installed: %r", exc)
+    except Exception as exc:  # never break OpenRLHF
+        _logger().warning("bai: hooks not installed: %r", exc)
     return _state["active"]
 
 
 def _patch_module(module: Any) -> None:
+    if not _resolve():
+        return
     from .hooks import patch_module  # torch and the core load only with OpenRLHF's trainer
 
     patch_module(module)
@@ -136,6 +180,9 @@ def worker_env() -> dict[str, str]:
 def init_kwargs(kwargs: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     """OpenRLHF's ray.init kwargs with our runtime_env added; for a new local cluster in CPU
     mode also its logical GPUs and a loopback-only node."""
+    from .argv import ray_resources
+
+    _resolve()
     kwargs = dict(kwargs)
     runtime_env = dict(kwargs.get("runtime_env") or {})
     # under `ray job submit` the job's env vars already reach every worker, and Ray refuses a
@@ -170,6 +217,8 @@ def _job_env_vars() -> dict[str, str]:
 
 
 def _wrap_ray_init(ray: Any) -> None:
+    import functools
+
     original = ray.init
     if getattr(original, "_bai", False):
         return
@@ -181,18 +230,22 @@ def _wrap_ray_init(ray: Any) -> None:
             argv = sys.argv[1:]
             kwargs = init_kwargs(kwargs, argv)
             if _state["active"]:
+                from bai_core.constants import JSONL_NAME
+
+                from .argv import flag_value
+
                 jsonl = _state["config"].jsonl or os.path.join(
                     flag_value(argv, "--ckpt.output_dir", "./ckpt"), JSONL_NAME)
         except Exception as exc:  # never break OpenRLHF's ray.init
-            logger.warning("bai: runtime_env not extended: %r", exc)
+            _logger().warning("bai: runtime_env not extended: %r", exc)
         context = original(*args, **kwargs)
         if jsonl:
             try:
                 node = ray.get_runtime_context().get_node_id()
             except Exception:
                 node = None
-            logger.info("bai: hooks active (bai metrics and detectors) -> %s, by the trainer on "
-                        "this node (%s); BAI_DISABLE=1 turns them off", jsonl, node)
+            _logger().info("bai: hooks active (bai metrics and detectors) -> %s, by the trainer "
+                           "on this node (%s); BAI_DISABLE=1 turns them off", jsonl, node)
         return context
 
     init._bai = True

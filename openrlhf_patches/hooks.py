@@ -55,10 +55,11 @@ def _monitor(trainer: Any) -> BaiMonitor:
 
 
 def _node_id() -> str | None:
+    """This process's Ray node, without starting Ray where it is not running."""
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     except Exception:
         return None
 

@@ -93,3 +93,45 @@ def test_shipped_actor_class_computes_bai_metrics_in_a_worker(shipped):
     assert "bai/response_length/mean" in keys and "bai/detector/length_collapse" in keys
     rows = (tmp / "out" / "bai_metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1
+
+
+TWICE = r"""
+import sys, json
+sys.path.append({shims!r})
+sys.path.insert(0, {here!r})
+import openrlhf  # bai.pth's route: armed on import
+from openrlhf_patches import activate
+assert activate.arm() and activate.arm()  # bai-train's route, called again on top
+import openrlhf.trainer.ppo_trainer as m
+from types import SimpleNamespace
+from test_hooks import batch
+
+def ours(f):
+    n = 0
+    while f is not None:
+        code = getattr(f, "__code__", None)
+        path = code.co_filename.replace("\\", "/") if code else ""
+        n += path.endswith("openrlhf_patches/hooks.py")
+        f = getattr(f, "__wrapped__", None)
+    return n
+
+cls = m.PPOTrainer.__ray_metadata__.modified_class
+counts = {{name: [ours(m.BasePPOTrainer.__dict__[name]), ours(getattr(cls, name))]
+          for name in {methods!r}}}
+trainer = object.__new__(m.BasePPOTrainer)
+trainer.args = SimpleNamespace(rollout=SimpleNamespace(n_samples_per_prompt=1),
+                               ckpt=SimpleNamespace(output_dir={out!r}))
+trainer.tokenizer = None
+stats = trainer._compute_rollout_stats(batch())
+print(json.dumps({{"counts": counts, "bai": sum(k.startswith("bai/") for k in stats)}}))
+"""
+
+
+def test_both_routes_armed_install_the_hooks_once(tmp_path):
+    """bai-train's arm() on top of the bai.pth import hook: every method wrapped once, one
+    JSONL row per step."""
+    out = json.loads(_python(TWICE.format(shims=SHIMS, here=HERE, methods=METHODS,
+                                          out=str(tmp_path))))
+    assert out["counts"] == {name: [1, 1] for name in METHODS}
+    assert out["bai"] > 10
+    assert len((tmp_path / "bai_metrics.jsonl").read_text().splitlines()) == 1

@@ -53,15 +53,15 @@ def on_openrlhf(module: Any = None) -> None:
 
 
 def _register() -> None:
-    """Once per process: the CPU mode when asked for, and the import callbacks."""
-    if _state["armed"]:
-        return
-    _state["armed"] = True
+    """The CPU mode when asked for (idempotent), and once per process the import callbacks."""
     if cpu_requested():
         from .cpu_mode import install as install_cpu_mode
 
         os.environ[CPU_ENV] = "1"
         install_cpu_mode()
+    if _state["armed"]:
+        return
+    _state["armed"] = True
     when_imported("ray", _wrap_ray_init)
     for name in TARGET_MODULES:
         when_imported(name, _patch_module)

@@ -216,6 +216,10 @@ def assert_refused(out: subprocess.CompletedProcess, needle: str) -> None:
 
 
 def test_other_openrlhf_version_is_refused_before_ray_starts(tmp_path):
+    import openrlhf
+
+    # the same OpenRLHF code, installed as 0.11.1: a folder with the package and its dist-info
+    (tmp_path / "openrlhf").symlink_to(os.path.dirname(openrlhf.__file__))
     fake = tmp_path / "openrlhf-0.11.1.dist-info"
     fake.mkdir()
     (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: openrlhf\nVersion: 0.11.1\n")

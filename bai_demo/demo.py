@@ -71,8 +71,9 @@ def main(root: Path, recipe: Path) -> None:
     subprocess.run([_bin("mergekit-yaml"), str(recipe), str(actor)], check=True, cwd=Path.cwd())
     seconds = time.perf_counter() - start
     cfg = json.loads((actor / "config.json").read_text())
+    dtype = cfg.get("dtype", cfg.get("torch_dtype"))
     click.echo(f"\n[demo] merged actor: {actor} ({cfg['model_type']}, "
-               f"{cfg['num_hidden_layers']} layers, {cfg.get('torch_dtype')}) in {seconds:.1f}s")
+               f"{cfg['num_hidden_layers']} layers, {dtype}) in {seconds:.1f}s")
     click.echo(f"[demo] prompt: {PROMPT}")
     for name, path in [*family.items(), ("bai-actor", actor)]:
         click.echo(f"  {name:>10}: {generate(path)!r}")

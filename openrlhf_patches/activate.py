@@ -71,7 +71,7 @@ def cpu_requested() -> bool:
     return os.environ.get(CPU_ENV) == "1" or os.environ.get(SMOKE_ENV) == "1"
 
 
-def _ensure_log_handler() -> None:
+def ensure_log_handler() -> None:
     """Ray workers have no logging config: give the "bai" logger its own stderr handler."""
     import logging
 
@@ -132,7 +132,7 @@ def _resolve() -> bool:
         return _state["active"]
     _state.update(resolved=True, active=False, config=None, problem=None)
     try:
-        _ensure_log_handler()
+        ensure_log_handler()
         if os.environ.get("BAI_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
             return False
         config, problem = resolved_config()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .activate import ensure_log_handler
 from .cpu_mode import ensure_shim_path, tcp_init_process_group
 
 ensure_shim_path()
@@ -18,6 +19,9 @@ import torch  # noqa: E402
 from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap  # noqa: E402
 
 logger = logging.getLogger("bai")
+# vLLM's engine-core process configures only vLLM's logger: without a handler of its own the
+# reload line below (INFO) would be dropped
+ensure_log_handler()
 
 __all__ = ["CpuWorkerWrap"]
 

@@ -65,23 +65,22 @@ class BaiConfig:
         """BAI_CONFIG's file (YAML or JSON), then BAI_<FIELD> vars over it; not validated.
         ValueError naming the variable or file when a value does not parse."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if env.get(CONFIG_ENV):
-            values.update(_read_file(env[CONFIG_ENV]))
+        values: dict[str, Any] = _read_file(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else {}
         for f in fields(cls):
-            var = ENV_PREFIX + f.name.upper()
+            var = flag(f.name, "env")
             raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[f.name] = _parse(raw, _type(f))
-            except ValueError:
-                raise ValueError(f"{var}={raw!r} is not a valid {_type(f)}") from None
+            if raw:
+                try:
+                    values[f.name] = _PARSE.get(f.type, str)(raw)
+                except ValueError:
+                    raise ValueError(f"{var}={raw!r} is not a valid {f.type}") from None
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
         """BAI_<FIELD> vars that `from_env` reads back as this config."""
-        return {ENV_PREFIX + f.name.upper(): _text(getattr(self, f.name)) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {flag(k, "env"): str(int(v) if isinstance(v, bool) else v)
+                for k, v in values.items()}
 
     def validate(self, style: str = "train", spelled: Mapping[str, str] | None = None) -> None:
         """Raise ValueError for the first invalid option, naming its flag (`style` "train":
@@ -108,25 +107,19 @@ def flag(name: str, style: str = "train") -> str:
 
 
 def _check_one(name: str, value: Any, where: str) -> Any:
-    kind = _type(_FIELDS[name])
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}")
+    kind = _FIELDS[name].type
+    if kind in ("bool", "str"):
+        if not isinstance(value, bool if kind == "bool" else str):
+            need = "true or false" if kind == "bool" else "a string"
+            raise ValueError(f"{where} must be {need}, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{where} must be a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where} must be a finite number, got {value!r}")
-    if kind == "int":
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{where} must be an integer, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{where} must be an integer, got {value!r}")
+    value = int(value) if kind == "int" else float(value)
     ok, text = THRESHOLDS[name]
     if not ok(value):
         raise ValueError(f"{where} must be {text}, got {value!r}")
@@ -160,18 +153,14 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, style
     """Add one option per field (`names`, default all) to `parser`; dest is the field name."""
     for name in names or _FIELDS:
         f = _FIELDS[name]
-        kind = _type(f)
-        help_text = f.metadata["help"]
-        if kind == "bool":
+        if f.type == "bool":
             parser.add_argument(flag(name, style), dest=name, action="store_true",
-                                default=f.default, help=help_text)
+                                default=f.default, help=f.metadata["help"])
             continue
-        rule = f.metadata["rule"]
-        note = f"; {rule[1]}" if rule else ""
+        note = f"; {f.metadata['rule'][1]}" if f.metadata["rule"] else ""
         parser.add_argument(flag(name, style), dest=name, default=f.default,
-                            type={"int": int, "float": float}.get(kind, str),
-                            metavar=kind.upper(),
-                            help=f"{help_text}{note} (default %(default)r)")
+                            type=_PARSE.get(f.type, str), metavar=f.type.upper(),
+                            help=f"{f.metadata['help']}{note} (default %(default)r)")
 
 
 def from_namespace(ns: argparse.Namespace, base: BaiConfig | None = None) -> BaiConfig:
@@ -180,30 +169,14 @@ def from_namespace(ns: argparse.Namespace, base: BaiConfig | None = None) -> Bai
     return replace(base or BaiConfig(), **known)
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+def _bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(raw)
+    return text in ("1", "true", "yes", "on")
 
 
-def _type(f: Any) -> str:
-    typ = f.type
-    return typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
-
-
-def _text(value: Any) -> str:
-    return str(int(value)) if isinstance(value, bool) else str(value)
-
-
-def _parse(raw: str, kind: str) -> object:
-    if kind == "bool":
-        text = raw.strip().lower()
-        if text not in _TRUE | _FALSE:
-            raise ValueError(raw)
-        return text in _TRUE
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    return raw
+_PARSE: dict[str, Callable[[str], Any]] = {"bool": _bool, "int": int, "float": float}
 
 
 def _read_file(path: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -15,11 +17,11 @@ from bai_core import metrics
 from bai_core.config import LENGTH_FIELDS, REWARD_FIELDS, BaiConfig
 from bai_core.constants import JSONL_NAME, THINK_CLOSE
 from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
-from bai_core.jsonl import append_row
 
 logger = logging.getLogger("bai")
 
-__all__ = ["BaiMonitor", "ResponseBatch", "default_jsonl", "think_close_ids_from_tokenizer"]
+__all__ = ["BaiMonitor", "ResponseBatch", "append_row", "default_jsonl", "read_rows",
+           "think_close_ids_from_tokenizer"]
 
 
 def think_close_ids_from_tokenizer(tokenizer: Any, token: str = THINK_CLOSE) -> list[int]:
@@ -68,8 +70,26 @@ class ResponseBatch:
                 setattr(self, f.name, value if value.numel() == self.lengths.numel() else None)
 
 
-def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
-    return {prefix + key: value for key, value in values.items()}
+def append_row(path: str, row: dict[str, Any]) -> None:
+    """Append one JSON object as a line (non-finite floats as null); creates the folder."""
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in row.items()}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(clean, allow_nan=False) + "\n")
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """All rows of a JSONL file, skipping blank or truncated lines."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in filter(None, map(str.strip, fh)):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 class BaiMonitor:
@@ -153,7 +173,8 @@ class BaiMonitor:
                 out["bai/detector/length_collapse"] = float(self.length.active)
                 if self.length.last_ratio is not None:
                     out["bai/detector/length_ratio_smoothed"] = self.length.last_ratio
-                out.update(_prefixed(self.length.LOG_PREFIX, self.length.logged_state()))
+                out.update({self.length.LOG_PREFIX + k: v
+                            for k, v in self.length.logged_state().items()})
         except Exception as exc:
             self.guard("length collapse detector", exc)
         try:
@@ -165,7 +186,8 @@ class BaiMonitor:
                     out["bai/reward/delta_from_init"] = mean_r - self.reward.baseline
                 out["bai/detector/reward_dip"] = float(self.reward.active)
                 out["bai/detector/reward_recovered"] = float(self.reward.recovery_step is not None)
-                out.update(_prefixed(self.reward.LOG_PREFIX, self.reward.logged_state()))
+                out.update({self.reward.LOG_PREFIX + k: v
+                            for k, v in self.reward.logged_state().items()})
         except Exception as exc:
             self.guard("reward hockey-stick detector", exc)
         return out
@@ -189,12 +211,8 @@ class BaiMonitor:
         return ": ".join(parts)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "step_counter": self.step_counter,
-            "length": self.length.state_dict(),
-            "reward": self.reward.state_dict(),
-        }
+        return {"version": 1, "step_counter": self.step_counter,
+                "length": self.length.state_dict(), "reward": self.reward.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_counter = int(state.get("step_counter", 0))

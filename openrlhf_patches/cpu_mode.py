@@ -1,22 +1,22 @@
 """`bai-train --bai.cpu`: OpenRLHF 0.11.2 on a CPU-only machine, patched from outside (smoke tests).
 
-OpenRLHF 0.11.2 calls CUDA and NCCL unconditionally in a handful of places (DESIGN.md 3c).
-`install()` runs (through `activate.arm`) in the driver and in every Ray worker when BAI_CPU=1;
-the vLLM engine-core process gets `cpu_worker.CpuWorkerWrap` as its worker extension.
+OpenRLHF 0.11.2 calls CUDA and NCCL unconditionally in a handful of places. `install()` runs
+(through `activate.arm`) in the driver and in every Ray worker when BAI_CPU=1; the vLLM
+engine-core process gets `cpu_worker.CpuWorkerWrap` as its worker extension.
 Nothing here is imported unless CPU mode was asked for, and nothing runs where CUDA is available.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import glob
 import hashlib
 import importlib.util
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bai_autoload import when_imported
@@ -29,6 +29,7 @@ __all__ = ["install", "env_vars", "check_argv", "ensure_shim_path", "TcpBroadcas
            "tcp_init_process_group", "CPU_ENV", "OPENRLHF_WORKER_WRAP", "CPU_WORKER_WRAP"]
 
 CPU_ENV = "BAI_CPU"
+DTYPE_ENV = "BAI_CPU_DTYPE"  # "bf16" or "fp32"; default: bf16 only where the CPU computes it
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_shims")
 OPENRLHF_WORKER_WRAP = "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap"
 CPU_WORKER_WRAP = "openrlhf_patches.cpu_worker.CpuWorkerWrap"
@@ -81,20 +82,33 @@ def clear_stale_build_locks(root: str, max_age_s: float = 900.0) -> list[str]:
     """Remove torch extension `lock` files older than `max_age_s` (a build takes ~2-3 min):
     a build killed mid-way leaves one, and every later build then waits on it forever."""
     removed = []
-    if not os.path.isdir(root):
-        return removed
-    now = time.time()
-    for name in os.listdir(root):
-        lock = os.path.join(root, name, "lock")
+    for lock in glob.glob(os.path.join(glob.escape(root), "*", "lock")):
         try:
-            if now - os.path.getmtime(lock) > max_age_s:
+            if time.time() - os.path.getmtime(lock) > max_age_s:
                 os.remove(lock)
                 removed.append(lock)
+                logger.warning("bai: removed a stale torch extension build lock %s", lock)
         except OSError:
             continue
-    for lock in removed:
-        logger.warning("bai: removed a stale torch extension build lock %s", lock)
     return removed
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere torch emulates bf16
+    matmuls, hundreds of times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return bool({"avx512_bf16", "amx_bf16"} & set(fh.read().split()))
+    except OSError:
+        return False
+
+
+def train_dtype() -> str:
+    """The CPU mode's dtype for training and vLLM: BAI_CPU_DTYPE, else bf16 only on native bf16."""
+    choice = os.environ.get(DTYPE_ENV, "").strip().lower()
+    if choice in ("bf16", "fp32"):
+        return choice
+    return "bf16" if native_bf16() else "fp32"
 
 
 def env_vars() -> dict[str, str]:
@@ -154,18 +168,25 @@ def tcp_init_process_group(master_address: str, master_port: int, rank: int, wor
     """Drop-in for `openrlhf.utils.distributed_util.stateless_init_process_group` on CPU."""
     from vllm.distributed.utils import StatelessProcessGroup
 
-    pg = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank,
-                                      world_size=world_size)
-    return TcpBroadcastGroup(pg)
+    return TcpBroadcastGroup(StatelessProcessGroup.create(
+        host=master_address, port=master_port, rank=rank, world_size=world_size))
 
 
-def _cpu_device() -> Any:
-    import torch
+def _wrap(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+    """`owner.name` becomes `wrapper(original, *args, **kwargs)`, once per process."""
+    original = getattr(owner, name)
+    if getattr(original, "_bai_cpu", False):
+        return
 
-    return torch.device("cpu")
+    @functools.wraps(original)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        return wrapper(original, *args, **kwargs)
+
+    patched._bai_cpu = True
+    setattr(owner, name, patched)
 
 
-def _noop(name: str):
+def _noop(name: str) -> Callable[..., None]:
     """A no-op named `name`, one object per patched attribute (torch._dynamo's rule tables
     refuse one function registered under two torch names)."""
 
@@ -180,77 +201,45 @@ def _patch_torch_cuda() -> None:
     """CPU answers for the torch.cuda calls OpenRLHF makes unconditionally."""
     import torch
 
-    torch.cuda.current_device = _cpu_device  # used as `.to(device)` / `device=`
-    torch.cuda.set_device = _noop("set_device")
-    torch.cuda.synchronize = _noop("synchronize")
-    torch.cuda.empty_cache = _noop("empty_cache")
-    torch.cuda.current_stream = _noop("current_stream")  # only passed on as `stream=` to TCP
+    def current_device() -> Any:  # used as `.to(device)` / `device=`
+        return torch.device("cpu")
+
+    torch.cuda.current_device = current_device
+    # current_stream is only passed on as `stream=` to the TCP broadcast
+    for name in ("set_device", "synchronize", "empty_cache", "current_stream"):
+        setattr(torch.cuda, name, _noop(name))
 
 
-@contextlib.contextmanager
-def _cuda_index_zero():
-    """`torch.cuda.current_device()` -> 0 for code that formats it into "cuda:{...}"."""
+def _device_mesh(original: Any, device_type: str, *args: Any, **kwargs: Any) -> Any:
+    return original("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
+
+
+def _replay_buffer_init(original: Any, self: Any, *args: Any, **kwargs: Any) -> None:
+    """NaiveReplayBuffer formats `torch.cuda.current_device()` into "cuda:{...}": 0 there."""
     import torch
 
-    saved = torch.cuda.current_device
-    torch.cuda.current_device = lambda: 0
+    saved, torch.cuda.current_device = torch.cuda.current_device, lambda: 0
     try:
-        yield
+        original(self, *args, **kwargs)
     finally:
         torch.cuda.current_device = saved
+    self.target_device = torch.device("cpu")
 
 
-def _patch_deepspeed_strategy(module: Any) -> None:
-    original = module.init_device_mesh
-
-    @functools.wraps(original)
-    def init_device_mesh(device_type: str, *args: Any, **kwargs: Any) -> Any:
-        return original("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
-
-    module.init_device_mesh = init_device_mesh
-
-
-def _patch_replay_buffer(module: Any) -> None:
-    import torch
-
-    cls = module.NaiveReplayBuffer
-    original = cls.__init__
-
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        with _cuda_index_zero():
-            original(self, *args, **kwargs)
-        self.target_device = torch.device("cpu")
-
-    cls.__init__ = __init__
-
-
-def _patch_sync_group(module: Any) -> None:
-    """Both the definition and the name `ppo_actor` imported from it."""
-    module.stateless_init_process_group = tcp_init_process_group
-
-
-def _patch_vllm_engine_args(module: Any) -> None:
+def _engine_args(original: Any, *args: Any, **kwargs: Any) -> Any:
     """RolloutRayActor builds `vllm.AsyncEngineArgs(worker_extension_cls=WorkerWrap, ...)`: use
     our CPU subclass instead (the engine core runs in a process vLLM spawns, where only the
     extension class's own import runs)."""
-    original = module.AsyncEngineArgs
-    if getattr(original, "_bai_cpu", False):
-        return
-
-    @functools.wraps(original)
-    def AsyncEngineArgs(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (same name as vLLM's)
-        if kwargs.get("worker_extension_cls") == OPENRLHF_WORKER_WRAP:
-            kwargs["worker_extension_cls"] = CPU_WORKER_WRAP
-            if train_dtype() == "fp32" and kwargs.get("dtype") == "bfloat16":
-                kwargs["dtype"] = "float32"  # the dtype DeepSpeed trains in, for the sync
-        return original(*args, **kwargs)
-
-    AsyncEngineArgs._bai_cpu = True
-    module.AsyncEngineArgs = AsyncEngineArgs
+    if kwargs.get("worker_extension_cls") == OPENRLHF_WORKER_WRAP:
+        kwargs["worker_extension_cls"] = CPU_WORKER_WRAP
+        if train_dtype() == "fp32" and kwargs.get("dtype") == "bfloat16":
+            kwargs["dtype"] = "float32"  # the dtype DeepSpeed trains in, for the sync
+    return original(*args, **kwargs)
 
 
-def _patch_init_process_group() -> None:
+def _init_process_group(original: Any, backend: Any = None, init_method: Any = None,
+                        timeout: Any = None, world_size: int = -1, rank: int = -1,
+                        store: Any = None, **kwargs: Any) -> Any:
     """torch's TCPStore (DeepSpeed's `env://` rendezvous) listens on `::` whatever MASTER_ADDR
     says: with a loopback MASTER_ADDR, rank 0 gets a store on a socket bound to 127.0.0.1."""
     import datetime
@@ -258,92 +247,44 @@ def _patch_init_process_group() -> None:
 
     import torch.distributed as dist
 
-    original = dist.init_process_group
-    if getattr(original, "_bai_cpu", False):
-        return
-
-    @functools.wraps(original)
-    def init_process_group(backend: Any = None, init_method: Any = None, timeout: Any = None,
-                           world_size: int = -1, rank: int = -1, store: Any = None,
-                           **kwargs: Any) -> Any:
-        addr = os.environ.get("MASTER_ADDR", "")
-        if store is not None or init_method not in (None, "env://") or addr != "127.0.0.1":
-            return original(backend, init_method=init_method, timeout=timeout,
-                            world_size=world_size, rank=rank, store=store, **kwargs)
-        rank = int(os.environ["RANK"]) if rank == -1 else rank
-        world_size = int(os.environ["WORLD_SIZE"]) if world_size == -1 else world_size
-        port = int(os.environ["MASTER_PORT"])
-        wait = timeout or datetime.timedelta(minutes=30)
-        if rank == 0:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((addr, port))
-            sock.listen()
-            store = dist.TCPStore(addr, port, world_size, True, wait,
-                                  master_listen_fd=sock.detach())
-        else:
-            store = dist.TCPStore(addr, port, world_size, False, wait)
-        return original(backend, timeout=timeout, world_size=world_size, rank=rank, store=store,
-                        **kwargs)
-
-    init_process_group._bai_cpu = True
-    dist.init_process_group = init_process_group
+    addr = os.environ.get("MASTER_ADDR", "")
+    if store is not None or init_method not in (None, "env://") or addr != "127.0.0.1":
+        return original(backend, init_method=init_method, timeout=timeout,
+                        world_size=world_size, rank=rank, store=store, **kwargs)
+    rank = int(os.environ["RANK"]) if rank == -1 else rank
+    world_size = int(os.environ["WORLD_SIZE"]) if world_size == -1 else world_size
+    port = int(os.environ["MASTER_PORT"])
+    wait = timeout or datetime.timedelta(minutes=30)
+    if rank == 0:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen()
+        store = dist.TCPStore(addr, port, world_size, True, wait, master_listen_fd=sock.detach())
+    else:
+        store = dist.TCPStore(addr, port, world_size, False, wait)
+    return original(backend, timeout=timeout, world_size=world_size, rank=rank, store=store,
+                    **kwargs)
 
 
-DTYPE_ENV = "BAI_CPU_DTYPE"  # "bf16" or "fp32"; default: bf16 only where the CPU computes it
-
-
-def native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere torch emulates bf16
-    matmuls, hundreds of times slower than fp32 (DESIGN.md 3d)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def train_dtype() -> str:
-    """The CPU mode's dtype for training and vLLM: BAI_CPU_DTYPE, else bf16 only on native bf16."""
-    choice = os.environ.get(DTYPE_ENV, "").strip().lower()
-    if choice in ("bf16", "fp32"):
-        return choice
-    return "bf16" if native_bf16() else "fp32"
-
-
-def _patch_dtype_conversion(module: Any) -> None:
+def _to_fp32(original: Any, param_dtype: str) -> Any:
     """OpenRLHF's `convert_to_torch_dtype` knows bf16/fp16 only: add fp32."""
     import torch
 
-    original = module.convert_to_torch_dtype
-    if getattr(original, "_bai_cpu", False):
-        return
-
-    @functools.wraps(original)
-    def convert_to_torch_dtype(param_dtype: str) -> Any:
-        return torch.float32 if param_dtype == "fp32" else original(param_dtype)
-
-    convert_to_torch_dtype._bai_cpu = True
-    module.convert_to_torch_dtype = convert_to_torch_dtype
+    return torch.float32 if param_dtype == "fp32" else original(param_dtype)
 
 
-def _patch_strategy_dtype(module: Any) -> None:
+def _strategy_init(original: Any, self: Any, *args: Any, **kwargs: Any) -> None:
     """`--ds.param_dtype bf16` becomes fp32 (DeepSpeed's bf16 off; models load in fp32); the
     strategy carries its args to every Ray actor, so this runs in the driver."""
-    cls = module.DeepspeedStrategy
-    original = cls.__init__
-    if getattr(original, "_bai_cpu", False):
-        return
+    original(self, *args, **kwargs)
+    if self.param_dtype == "bf16":
+        self.param_dtype = self.args.ds.param_dtype = "fp32"
 
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if self.param_dtype == "bf16":
-            self.param_dtype = self.args.ds.param_dtype = "fp32"
 
-    __init__._bai_cpu = True
-    cls.__init__ = __init__
+def _sync_group(module: Any) -> None:
+    """Both the definition and the name `ppo_actor` imported from it."""
+    module.stateless_init_process_group = tcp_init_process_group
 
 
 def install() -> bool:
@@ -352,6 +293,7 @@ def install() -> bool:
     if _installed:
         return True
     import torch
+    import torch.distributed as dist
 
     if torch.cuda.is_available():
         logger.warning("bai: CUDA is available: --bai.cpu patches NOT applied in this process")
@@ -361,14 +303,23 @@ def install() -> bool:
     clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     ensure_shim_path()
     _patch_torch_cuda()
-    _patch_init_process_group()
-    when_imported("openrlhf.utils.deepspeed.deepspeed", _patch_deepspeed_strategy)
-    when_imported("openrlhf.trainer.ppo_utils.replay_buffer", _patch_replay_buffer)
-    when_imported("openrlhf.utils.distributed_util", _patch_sync_group)
-    when_imported("openrlhf.trainer.ray.ppo_actor", _patch_sync_group)
-    when_imported("vllm", _patch_vllm_engine_args)
+    _wrap(dist, "init_process_group", _init_process_group)
+    patches: list[tuple[str, Callable[[Any], None]]] = [
+        ("openrlhf.utils.deepspeed.deepspeed",
+         lambda m: _wrap(m, "init_device_mesh", _device_mesh)),
+        ("openrlhf.trainer.ppo_utils.replay_buffer",
+         lambda m: _wrap(m.NaiveReplayBuffer, "__init__", _replay_buffer_init)),
+        ("openrlhf.utils.distributed_util", _sync_group),
+        ("openrlhf.trainer.ray.ppo_actor", _sync_group),
+        ("vllm", lambda m: _wrap(m, "AsyncEngineArgs", _engine_args)),
+    ]
     if train_dtype() == "fp32":
-        when_imported("openrlhf.utils.utils", _patch_dtype_conversion)
-        when_imported("openrlhf.utils.deepspeed.deepspeed", _patch_strategy_dtype)
+        patches += [
+            ("openrlhf.utils.utils", lambda m: _wrap(m, "convert_to_torch_dtype", _to_fp32)),
+            ("openrlhf.utils.deepspeed.deepspeed",
+             lambda m: _wrap(m.DeepspeedStrategy, "__init__", _strategy_init)),
+        ]
+    for name, patch in patches:
+        when_imported(name, patch)
     _installed = True
     return True

@@ -4,6 +4,7 @@ early-stop exit status; the hooks come in through `activate.arm`, as in a stock 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bai_core.cli import EXIT_USAGE
+from bai_core.cli import EXIT_USAGE, UsageError
 from bai_core.config import BaiConfig, add_options, from_namespace
 from bai_core.constants import STOP_FILE
 from bai_core.monitor import default_jsonl
@@ -46,10 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "with the GPU count the recipe asks for")
     g.add_argument("-h", "--help", action="store_true", help="show this help and OpenRLHF's")
     return p
-
-
-class _Usage(Exception):
-    """A problem bai-train reports in one line with exit status 2, before Ray starts."""
 
 
 def run_openrlhf(argv: Sequence[str]) -> None:
@@ -89,9 +86,8 @@ def _stop_line(exc: BaseException, config: BaiConfig) -> str:
 
 
 def _ray_started() -> bool:
-    ray = sys.modules.get("ray")
     try:
-        return bool(ray is not None and ray.is_initialized())
+        return bool("ray" in sys.modules and sys.modules["ray"].is_initialized())
     except Exception:
         return True
 
@@ -105,42 +101,39 @@ def _shutdown_ray() -> None:
 
 
 def prepare(ns: argparse.Namespace, rest: list[str]) -> BaiConfig:
-    """Everything checked before Ray starts; raises _Usage with the one-line problem."""
+    """Everything checked before Ray starts; raises UsageError with the one-line problem."""
     config = from_namespace(ns)
     jsonl = config.jsonl or default_jsonl(flag_value(rest, "--ckpt.output_dir", "./ckpt"))
     config = replace(config, jsonl=os.path.abspath(jsonl))  # Ray workers may run elsewhere
     try:
         config.validate()
     except ValueError as exc:
-        raise _Usage(str(exc)) from None
+        raise UsageError(exc) from None
     version = openrlhf_version()
     if version != SUPPORTED_OPENRLHF and not config.disable:
-        raise _Usage(f"OpenRLHF {version} is installed, bai-train supports {SUPPORTED_OPENRLHF}: "
-                     f"pip install openrlhf=={SUPPORTED_OPENRLHF}, or add --bai.disable to run "
-                     "plain OpenRLHF without the bai metrics")
+        raise UsageError(f"OpenRLHF {version} is installed, bai-train supports "
+                         f"{SUPPORTED_OPENRLHF}: pip install openrlhf=={SUPPORTED_OPENRLHF}, or "
+                         "add --bai.disable to run plain OpenRLHF without the bai metrics")
+    if ns.cpu and version != SUPPORTED_OPENRLHF:
+        raise UsageError(f"--bai.cpu supports OpenRLHF {SUPPORTED_OPENRLHF} only, found {version}")
     if ns.cpu:
         from .cpu_mode import check_argv
 
-        if version != SUPPORTED_OPENRLHF:
-            raise _Usage(f"--bai.cpu supports OpenRLHF {SUPPORTED_OPENRLHF} only, found {version}")
         problem = check_argv(rest)
     else:
         problem = check_placement(rest)
     if problem:
-        raise _Usage(problem)
+        raise UsageError(problem)
     return config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    ns, rest = parser.parse_known_args(argv)
+    ns, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     for leaked in (CPU_ENV, SMOKE_ENV):  # the CPU mode is --bai.cpu only here
         os.environ.pop(leaked, None)
     if ns.cpu:
         os.environ[CPU_ENV] = "1"
-    import importlib.util
-
     if importlib.util.find_spec("flash_attn") is None:
         if not (ns.cpu or ns.help):
             parser.error("OpenRLHF needs flash-attn, which is not installed (GPU: pip install "
@@ -159,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rest = absolutize_paths(rest)
     try:
         config = prepare(ns, rest)
-    except _Usage as exc:
+    except UsageError as exc:
         parser.error(str(exc))
     os.environ.update(config.to_env())
     armed = arm()

@@ -50,19 +50,19 @@ if [[ "$ASYNC" == "1" ]]; then TRAIN_GPUS=$(( NGPUS / 2 )); else TRAIN_GPUS=$NGP
 VLLM_ENGINES=$(( NNODES * (NGPUS - (ASYNC == 1 ? TRAIN_GPUS : 0)) / VLLM_TP ))
 MAX_LEN=$(( PROMPT_MAX_LEN + MAX_NEW_TOKENS ))
 
-# Merge the BAI actor once (SKIP_MERGE=1: the actor is a hub id or an existing model) (stock mergekit-yaml sees merge_method: bai once bai is installed).
+# Merge the BAI actor once (SKIP_MERGE=1: ACTOR is a hub id or an existing model; stock
+# mergekit-yaml sees merge_method: bai once bai is installed); then ACTOR is made absolute.
 ensure_actor() {
-  local actor="$1" config="$2"
-  if [[ "${SKIP_MERGE:-0}" == "1" || -f "$actor/config.json" ]]; then
-    return 0
+  if [[ "${SKIP_MERGE:-0}" != "1" && ! -f "$ACTOR/config.json" ]]; then
+    if [[ "$DRY_RUN" == "1" ]]; then
+      echo "[dry-run] would run: mergekit-yaml $MERGE_CONFIG $ACTOR ${MERGEKIT_ARGS:-}" >&2
+    else
+      echo "[bai] $ACTOR not found: merging it with $MERGE_CONFIG" >&2
+      # shellcheck disable=SC2086
+      mergekit-yaml "$MERGE_CONFIG" "$ACTOR" ${MERGEKIT_ARGS:-}
+    fi
   fi
-  if [[ "$DRY_RUN" == "1" ]]; then
-    echo "[dry-run] would run: mergekit-yaml $config $actor ${MERGEKIT_ARGS:-}" >&2
-    return 0
-  fi
-  echo "[bai] $actor not found: merging it with $config" >&2
-  # shellcheck disable=SC2086
-  mergekit-yaml "$config" "$actor" ${MERGEKIT_ARGS:-}
+  ACTOR="$(local_abspath "$ACTOR")"
 }
 
 # Absolute path for local model paths (Ray workers may run in another cwd); hub ids unchanged.
@@ -73,62 +73,49 @@ local_abspath() {
   esac
 }
 
-# Async placement: actor + reference on TRAIN_GPUS per node, vLLM engines on the rest.
-async_args() {
-  printf '%s\0' --train.async_enable --train.colocate_actor_ref \
-    --ref.num_nodes "$NNODES" --ref.num_gpus_per_node "$TRAIN_GPUS" \
-    --actor.num_nodes "$NNODES" --actor.num_gpus_per_node "$TRAIN_GPUS" \
-    --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP" \
-    --vllm.gpu_memory_utilization "${VLLM_GPU_UTIL:-0.9}" --ds.zero_stage 3 --ds.param_dtype bf16 \
-    --actor.gradient_checkpointing_enable --ds.packing_samples \
-    --ds.attn_implementation flash_attention_2
-}
-
-# Placement shared by all recipes: one node of NGPUS, every model colocated with vLLM.
-colocated_args() {
-  printf '%s\0' \
-    --ref.num_nodes "$NNODES" --ref.num_gpus_per_node "$NGPUS" \
-    --actor.num_nodes "$NNODES" --actor.num_gpus_per_node "$NGPUS" \
-    --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP" \
-    --vllm.gpu_memory_utilization "${VLLM_GPU_UTIL:-0.6}" --vllm.enable_sleep \
-    --train.colocate_all --ds.enable_sleep --ds.zero_stage 3 --ds.param_dtype bf16 \
-    --actor.gradient_checkpointing_enable --ds.packing_samples \
-    --ds.attn_implementation flash_attention_2
-}
-
-# CPU smoke test placement: one process per role, nothing colocated (see the header).
-cpu_args() {
-  printf '%s\0' --bai.cpu \
-    --ref.num_nodes 1 --ref.num_gpus_per_node 1 --actor.num_nodes 1 --actor.num_gpus_per_node 1 \
-    --vllm.num_engines 1 --vllm.tensor_parallel_size 1 --vllm.sync_backend gloo \
-    --vllm.enforce_eager --ds.zero_stage 0 --ds.param_dtype bf16 --ds.attn_implementation eager
-}
-
-placement_args() {
-  if [[ "$CPU_SMOKE" == "1" ]]; then cpu_args
-  elif [[ "$ASYNC" == "1" ]]; then async_args
-  else colocated_args; fi
-}
-
-data_args() {
-  printf '%s\0' \
-    --data.prompt_dataset "$PROMPT_DATA" --data.input_key "$INPUT_KEY" \
-    --data.label_key "$LABEL_KEY" --data.apply_chat_template \
-    --data.max_len "$MAX_LEN" --rollout.max_new_tokens "$MAX_NEW_TOKENS" \
-    --rollout.temperature 1.0
-}
-
-# ckpt + logging for run $1; the BAI metrics land in $SAVE_ROOT/$1/bai_metrics.jsonl
-output_args() {
-  local name="$1"
-  printf '%s\0' \
-    --ckpt.output_dir "$SAVE_ROOT/$name" --ckpt.path "$SAVE_ROOT/$name/ckpt" \
-    --ckpt.save_steps "${SAVE_STEPS:-50}" --ckpt.load_enable --ckpt.save_hf \
-    --logger.logging_steps 1 \
-    --logger.tensorboard_dir "$SAVE_ROOT/$name/tensorboard" --logger.wandb.run_name "$name"
-  if [[ -n "${WANDB_API_KEY:-}" ]]; then
-    printf '%s\0' --logger.wandb.key "$WANDB_API_KEY" --logger.wandb.project "${WANDB_PROJECT:-bai}"
+# The placement, data and output options every recipe shares (into ARGV):
+# - CPU_SMOKE=1: one process per role, nothing colocated (see the header);
+# - ASYNC=1: actor + reference on TRAIN_GPUS per node, vLLM engines on the rest;
+# - else every model colocated with vLLM on NGPUS per node.
+# The BAI metrics land in $SAVE_ROOT/$RUN_NAME/bai_metrics.jsonl.
+shared_args() {
+  if [[ "$CPU_SMOKE" == "1" ]]; then
+    ARGV+=(--bai.cpu
+      --ref.num_nodes 1 --ref.num_gpus_per_node 1 --actor.num_nodes 1 --actor.num_gpus_per_node 1
+      --vllm.num_engines 1 --vllm.tensor_parallel_size 1 --vllm.sync_backend gloo
+      --vllm.enforce_eager --ds.zero_stage 0 --ds.param_dtype bf16 --ds.attn_implementation eager)
+  else
+    local util=0.6 sleep=(--vllm.enable_sleep --train.colocate_all --ds.enable_sleep)
+    if [[ "$ASYNC" == "1" ]]; then
+      ARGV+=(--train.async_enable --train.colocate_actor_ref)
+      util=0.9 sleep=()
+    fi
+    ARGV+=(--ref.num_nodes "$NNODES" --ref.num_gpus_per_node "$TRAIN_GPUS"
+      --actor.num_nodes "$NNODES" --actor.num_gpus_per_node "$TRAIN_GPUS"
+      --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP"
+      --vllm.gpu_memory_utilization "${VLLM_GPU_UTIL:-$util}" "${sleep[@]}"
+      --ds.zero_stage 3 --ds.param_dtype bf16 --actor.gradient_checkpointing_enable
+      --ds.packing_samples --ds.attn_implementation flash_attention_2)
   fi
+  local out="$SAVE_ROOT/$RUN_NAME"
+  ARGV+=(--data.prompt_dataset "$PROMPT_DATA" --data.input_key "$INPUT_KEY"
+    --data.label_key "$LABEL_KEY" --data.apply_chat_template
+    --data.max_len "$MAX_LEN" --rollout.max_new_tokens "$MAX_NEW_TOKENS"
+    --rollout.temperature 1.0
+    --ckpt.output_dir "$out" --ckpt.path "$out/ckpt"
+    --ckpt.save_steps "${SAVE_STEPS:-50}" --ckpt.load_enable --ckpt.save_hf
+    --logger.logging_steps 1
+    --logger.tensorboard_dir "$out/tensorboard" --logger.wandb.run_name "$RUN_NAME")
+  if [[ -n "${WANDB_API_KEY:-}" ]]; then
+    ARGV+=(--logger.wandb.key "$WANDB_API_KEY" --logger.wandb.project "${WANDB_PROJECT:-bai}")
+  fi
+}
+
+# Rollout and train batch sizes with $1 samples per prompt (into BATCH_ARGS).
+batch_args() {
+  BATCH_ARGS=(--rollout.batch_size "$ROLLOUT_BATCH_SIZE" --rollout.n_samples_per_prompt "$1"
+    --rollout.micro_batch_size 8 --train.batch_size "$TRAIN_BATCH_SIZE"
+    --train.micro_batch_size 2 --train.max_epochs 1 --train.num_episodes "${EPISODES:-1}")
 }
 
 # The reward: REWARD_MODEL (an RM with the actor's tokenizer: OpenRLHF hands it the actor's
@@ -157,14 +144,14 @@ reward_args() {
   fi
 }
 
-# Run (or, with DRY_RUN=1, print) bai-train with a NUL-separated argv read from stdin.
+# Run (or, with DRY_RUN=1, print NUL-separated) bai-train with the shared options, then "$@".
 run_bai_train() {
-  local -a argv=()
-  while IFS= read -r -d '' a; do argv+=("$a"); done
-  argv+=("$@")
+  ARGV=()
+  shared_args
+  ARGV+=("$@")
   if [[ "$DRY_RUN" == "1" ]]; then
-    printf '%s\0' "${argv[@]}"
+    printf '%s\0' "${ARGV[@]}"
     return 0
   fi
-  exec bai-train "${argv[@]}"
+  exec bai-train "${ARGV[@]}"
 }

@@ -29,8 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 : "${ROLLOUT_BATCH_SIZE:=4096}"  # paper: global batch 4096, one sample per prompt
 : "${TRAIN_BATCH_SIZE:=512}"     # paper: mini-batch 512
 : "${KL_COEF:=0.001}"            # not in the paper
-ensure_actor "$ACTOR" "$MERGE_CONFIG"
-ACTOR="$(local_abspath "$ACTOR")"
+ensure_actor
 
 reward_args
 if [[ -n "${REWARD_MODEL:-}" ]]; then
@@ -42,7 +41,8 @@ CRITIC_INIT="$(local_abspath "$CRITIC_INIT")"
 echo "[bai] PPO: reward = $REWARD_KIND; critic initialized from $CRITIC_INIT; GAE lambda" \
   "$GAE_LAMBDA, gamma $GAE_GAMMA" >&2
 
-{ placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
+batch_args 1
+run_bai_train \
   --actor.model_name_or_path "$ACTOR" \
   --critic.model_name_or_path "$CRITIC_INIT" \
   --critic.num_nodes "$NNODES" --critic.num_gpus_per_node "$NGPUS" \
@@ -53,10 +53,7 @@ echo "[bai] PPO: reward = $REWARD_KIND; critic initialized from $CRITIC_INIT; GA
   --actor.lr_scheduler constant_with_warmup --critic.lr_scheduler constant_with_warmup \
   --actor.lr_warmup_ratio "$WARMUP_RATIO" --critic.lr_warmup_ratio "$WARMUP_RATIO" \
   --actor.adam.weight_decay 0.0 \
-  --rollout.batch_size "$ROLLOUT_BATCH_SIZE" --rollout.n_samples_per_prompt 1 \
-  --rollout.micro_batch_size 8 \
-  --train.batch_size "$TRAIN_BATCH_SIZE" --train.micro_batch_size 2 \
-  --train.max_epochs 1 --train.num_episodes "${EPISODES:-1}" \
+  "${BATCH_ARGS[@]}" \
   --algo.kl.init_coef "$KL_COEF" --algo.kl.estimator k1 \
   --bai.baseline_steps 3 --bai.collapse_drop 0.5 \
   "$@"

@@ -13,20 +13,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 : "${ROLLOUT_BATCH_SIZE:=512}"   # prompts per step (x N_SAMPLES responses)
 : "${TRAIN_BATCH_SIZE:=512}"
 : "${LR:=1e-6}"
-ensure_actor "$ACTOR" "$MERGE_CONFIG"
-ACTOR="$(local_abspath "$ACTOR")"
+ensure_actor
 
 reward_args
 echo "[bai] REINFORCE++: reward = $REWARD_KIND" >&2
 
-{ placement_args; data_args; output_args "$RUN_NAME"; } | run_bai_train \
+batch_args "$N_SAMPLES"
+run_bai_train \
   --actor.model_name_or_path "$ACTOR" \
   "${REWARD_ARGS[@]}" \
   --algo.advantage.estimator reinforce_baseline \
   --actor.adam.lr "$LR" --actor.lr_scheduler constant_with_warmup \
-  --rollout.batch_size "$ROLLOUT_BATCH_SIZE" --rollout.n_samples_per_prompt "$N_SAMPLES" \
-  --rollout.micro_batch_size 8 \
-  --train.batch_size "$TRAIN_BATCH_SIZE" --train.micro_batch_size 2 \
-  --train.max_epochs 1 --train.num_episodes "${EPISODES:-1}" \
+  "${BATCH_ARGS[@]}" \
   --algo.kl.init_coef 0.001 --algo.kl.use_loss --algo.kl.estimator k2 \
   "$@"

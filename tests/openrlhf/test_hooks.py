@@ -16,7 +16,7 @@ from openrlhf.trainer.ppo_trainer import BasePPOTrainer  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 
 from bai_core import metrics  # noqa: E402
-from bai_core.jsonl import read_rows  # noqa: E402
+from bai_core.monitor import read_rows  # noqa: E402
 from openrlhf_patches import activate, hooks  # noqa: E402
 
 THINK_ID = 5

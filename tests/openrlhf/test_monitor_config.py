@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from bai_core.config import THRESHOLDS, BaiConfig, flag
-from bai_core.jsonl import read_rows
-from bai_core.monitor import BaiMonitor
+from bai_core.monitor import BaiMonitor, read_rows
 from openrlhf_patches.experiences import batch_from_experiences, kl_is_computed
 
 BAD = [

@@ -240,6 +240,9 @@ def _wrap_ray_init(ray: Any) -> None:
             _logger().warning("bai: runtime_env not extended: %r", exc)
         context = original(*args, **kwargs)
         if jsonl:
+            from .nodes import check_paths_on_nodes
+
+            check_paths_on_nodes(ray, sys.argv[1:])
             try:
                 node = ray.get_runtime_context().get_node_id()
             except Exception:

@@ -114,24 +114,9 @@ def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
     logger.error("bai: %s; stopping the run (--bai.stop_on_collapse)", evidence)
     args = getattr(trainer, "args", None)
     out_dir = getattr(getattr(args, "ckpt", None), "output_dir", None)
-    saved = None
-    try:
-        import ray
-
-        ray.get(trainer.actor_model_group.async_run_method(method_name="save_model"))
-        saved = os.path.abspath(out_dir) if out_dir else None
-    except Exception as exc:
-        _guard(trainer, "actor save on early stop", exc)
-    critic_dir = None
     critic = getattr(getattr(args, "critic", None), "save_value_network", False) is True
-    if critic and getattr(trainer, "critic_model_group", None) is not None:
-        try:
-            import ray
-
-            ray.get(trainer.critic_model_group.async_run_method(method_name="save_model"))
-            critic_dir = os.path.abspath(out_dir + "_critic") if out_dir else None
-        except Exception as exc:
-            _guard(trainer, "critic save on early stop", exc)
+    saved = _save(trainer, "actor", out_dir)
+    critic_dir = _save(trainer, "critic", out_dir and out_dir + "_critic") if critic else None
     for name in ("tensorboard_logger", "wandb_logger"):
         log = getattr(trainer, name, None)
         if log is not None:
@@ -148,6 +133,21 @@ def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
     except Exception as exc:
         _guard(trainer, "early-stop record", exc)
     return evidence + (f"; actor saved to {saved}" if saved else "")
+
+
+def _save(trainer: Any, role: str, out_dir: str | None) -> str | None:
+    """OpenRLHF's own `save_model` of the actor or critic group; the folder, None on failure."""
+    group = getattr(trainer, f"{role}_model_group", None)
+    if group is None:
+        return None
+    try:
+        import ray
+
+        ray.get(group.async_run_method(method_name="save_model"))
+        return os.path.abspath(out_dir) if out_dir else None
+    except Exception as exc:
+        _guard(trainer, f"{role} save on early stop", exc)
+        return None
 
 
 def _wrap_restore(original):
@@ -246,7 +246,11 @@ def patch_ray_actor_class(actor_class: Any, base: type) -> list[str]:
 
 def pin_to_creating_node(actor_class: Any) -> None:
     """`actor_class.remote(...)` schedules the actor on the node of the caller (the driver's
-    node, i.e. the head, for OpenRLHF's trainer), so its files land there; idempotent."""
+    node, i.e. the head, for OpenRLHF's trainer), so its files land there; idempotent.
+
+    A plain `@ray.remote` actor needs 1 CPU to be scheduled and holds 0 while it runs: asking
+    for 0 runs it the same and lets a head without CPUs (Ray's advice for large clusters,
+    `ray start --head --num-cpus=0`) take it; a hard pin there would wait forever otherwise."""
     if getattr(actor_class, "_bai_pinned", False):
         return
     original = actor_class.remote
@@ -262,7 +266,10 @@ def pin_to_creating_node(actor_class: Any) -> None:
         except Exception as exc:  # pinning is a convenience; never block the launch
             logger.info("bai: trainer actor not pinned to this node: %r", exc)
             return original(*args, **kwargs)
-        return actor_class.options(scheduling_strategy=strategy).remote(*args, **kwargs)
+        options: dict[str, Any] = {"scheduling_strategy": strategy}
+        if "num_cpus" not in (getattr(actor_class, "_default_options", None) or {}):
+            options["num_cpus"] = 0
+        return actor_class.options(**options).remote(*args, **kwargs)
 
     actor_class.remote = remote
     actor_class._bai_pinned = True

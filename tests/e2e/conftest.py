@@ -27,7 +27,8 @@ pytest.importorskip("vllm")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sockets import non_loopback_sockets  # noqa: E402
+from sockets import non_loopback_sockets, session_pids  # noqa: E402
+from tiny_rm import write_char_rm  # noqa: E402
 
 REPO = HERE.parent.parent
 RECIPES = REPO / "recipes" / "openrlhf"
@@ -73,23 +74,6 @@ class Run:
         return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
 
 
-def _session_pids(sid: int) -> set[int]:
-    """Pids of the processes in session `sid`: the recipe run and everything it started (Ray
-    head, raylet, workers, vLLM engine processes keep the session of the run)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[3]) == sid:  # state ppid pgrp session ...
-            pids.add(int(entry.name))
-    return pids
-
-
 def _kill(pids: set[int]) -> None:
     for pid in pids:
         try:
@@ -100,7 +84,7 @@ def _kill(pids: set[int]) -> None:
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
-    """Working folder of the runs: tiny family, prompts, merge recipe, test rewards."""
+    """Working folder of the runs: tiny family, prompts, merge recipe, test rewards, a text RM."""
     from bai_demo.toy_models import write_tiny_family
 
     root = tmp_path_factory.mktemp("e2e")
@@ -111,6 +95,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "merge.yaml").write_text(MERGE_YAML)
     for name in ("rewards_len.py", "rewards_short.py", "rewards_schedule.py"):
         shutil.copy(HERE / name, root / name)
+    write_char_rm(root / "text-rm")  # a reward model with its own tokenizer (TEXT_RM)
     return root
 
 
@@ -160,7 +145,7 @@ def run_command(workspace):
 
             def watch() -> None:  # a socket audit of the run's session every second
                 while not done.wait(1.0):
-                    for line in non_loopback_sockets(_session_pids(proc.pid)):
+                    for line in non_loopback_sockets(set(session_pids(proc.pid))):
                         if line not in seen:
                             seen.append(line)
 
@@ -175,7 +160,7 @@ def run_command(workspace):
                 watcher.join()
                 # the run's own session only: never another test's or the user's Ray
                 for _ in range(3):
-                    left = _session_pids(proc.pid)
+                    left = set(session_pids(proc.pid))
                     if not left:
                         break
                     _kill(left)

@@ -40,6 +40,15 @@ def collapse(run_recipe):
 
 
 @pytest.fixture(scope="module")
+def ppo_collapse(run_recipe):
+    """The same induced collapse through the PPO recipe (GAE, a critic), saving the critic."""
+    return run_recipe("ppo_bai_7b.sh", "ppo-collapse",
+                      (*ARGS, "--rollout.n_samples_per_prompt", COLLAPSE["N_SAMPLES"],
+                       "--bai.stop_on_collapse", "--critic.save_value_network"),
+                      REWARD_PY="rewards_short.py", **COLLAPSE)
+
+
+@pytest.fixture(scope="module")
 def resumed(collapse, run_recipe):
     """The stopped run, resumed from its last checkpoint (the onset step) to the end."""
     first = collapse.rows()
@@ -106,6 +115,18 @@ def test_actor_of_the_stopped_step_is_saved_in_hf_format(collapse):
     assert model.config.model_type == "qwen2"
     record = json.loads((collapse.out_dir / "bai_stop.json").read_text())
     assert record["step"] == _onset(collapse) and record["actor_dir"] == str(collapse.out_dir)
+
+
+def test_ppo_early_stop_saves_the_critic_when_asked(ppo_collapse):
+    from transformers import AutoConfig
+
+    assert ppo_collapse.rc == EXIT_EARLY_STOP, tail(ppo_collapse.log)
+    record = json.loads((ppo_collapse.out_dir / "bai_stop.json").read_text())
+    assert record["step"] == _onset(ppo_collapse)
+    critic = Path(record["critic_dir"])
+    assert critic == Path(f"{ppo_collapse.out_dir}_critic")
+    assert AutoConfig.from_pretrained(critic).model_type == "qwen2"
+    assert list(critic.glob("*.safetensors")), sorted(p.name for p in critic.iterdir())
 
 
 def test_onset_row_in_jsonl_and_tensorboard(collapse):

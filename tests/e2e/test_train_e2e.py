@@ -1,7 +1,8 @@
 """Merged actor -> shipped recipe -> bai-train --bai.cpu -> OpenRLHF loop -> metrics -> report.
 
 REINFORCE++ (`reinforce_baseline`, with a reference model for the k2 KL loss) and PPO (GAE, a
-critic and a reference model) each train 2 steps; the REINFORCE++ run is then resumed for 2 more.
+critic and a reference model, rewarded by a reward model with another tokenizer through the
+text-level reward) each train 2 steps; the REINFORCE++ run is then resumed for 2 more.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def rpp_resumed(rpp, rpp_first_rows, run_recipe):
 
 @pytest.fixture(scope="module")
 def ppo(run_recipe):
+    # the reward: a reward model with its own (character-level) tokenizer, on the response text
     run = run_recipe("ppo_bai_7b.sh", "ppo", MICRO, ROLLOUT_BATCH_SIZE="8", TRAIN_BATCH_SIZE="8",
-                     REWARD_PY="rewards_len.py", LR="1e-3")
+                     TEXT_RM="text-rm", LR="1e-3")
     assert run.rc == 0, tail(run.log)
     return run
 
@@ -118,6 +120,16 @@ def test_kl_logged_only_when_openrlhf_computed_it(rpp_first_rows, ppo):
     for row in ppo.rows():
         assert "bai/kl/mean" in row and "bai/kl/max" in row
         assert row["bai/kl/max"] >= row["bai/kl/mean"]
+
+
+def test_ppo_rewarded_by_a_reward_model_with_its_own_tokenizer(ppo, workspace):
+    line = [x for x in ppo.log.splitlines() if x.startswith("[bai] PPO: reward = ")]
+    assert len(line) == 1 and "text-rm on the response text (its own tokenizer)" in line[0]
+    assert f"critic initialized from {workspace / 'actor'}" in line[0]
+    # the RM's scores are the rewards the monitor saw: not the constant of a failed reward call
+    rewards = [r["bai/reward/mean"] for r in ppo.rows()]
+    assert all(r is not None for r in rewards) and len(set(rewards)) == len(rewards), rewards
+    assert any(r["bai/reward/std"] > 0 for r in ppo.rows())
 
 
 def _policy_kl(model_a: Path, model_b: Path, prompts: list[str]) -> float:

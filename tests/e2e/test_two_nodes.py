@@ -59,3 +59,18 @@ def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
     assert head and trainer, "node ids not logged"
     assert trainer.group(1) == head.group(1)  # the trainer actor ran on the driver's node
     assert run.sockets == [], "\n".join(run.sockets)
+
+
+def test_a_model_path_missing_on_the_nodes_is_one_line_before_training(cluster, run_recipe,
+                                                                     tmp_path):
+    # one machine cannot hide a path from one node only: here no node has it, and the check
+    # asks each node on its own (the line names both)
+    missing = tmp_path / "nowhere" / "bai-actor"
+    run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes-missing",
+                     (*MICRO, "--actor.model_name_or_path", str(missing)), RAY_ADDRESS=cluster,
+                     **SMALL)
+    assert run.rc == 2, "\n".join(run.log.splitlines()[-60:])
+    lines = [line for line in run.log.splitlines() if "does not exist on Ray node(s)" in line]
+    assert len(lines) == 1 and str(missing) in lines[0], lines
+    assert len(re.search(r"node\(s\) ([\w, ]+):", lines[0]).group(1).split(", ")) == 2
+    assert not run.jsonl.exists() and "PPOTrainer pid=" not in run.log  # nothing trained

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,39 +15,17 @@ pytest.importorskip("openrlhf")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 MODULE = os.path.join(REPO, "openrlhf_patches", "text_rm_reward.py")
-RM_TEMPLATE = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
-
-
-def _char_tokenizer():
-    """A character-level tokenizer that shares nothing with the actor's BPE one."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                       " +-*/=?.:[]\n<>_|"))
-    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
-    fast.chat_template = RM_TEMPLATE
-    return fast
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+from tiny_rm import write_char_rm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     from bai_demo.toy_models import write_tiny_family
 
     root = tmp_path_factory.mktemp("text-rm")
     write_tiny_family(root / "fam")
-    rm_tok = _char_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(rm_tok), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         num_labels=1, pad_token_id=0)
-    LlamaForSequenceClassification(config).save_pretrained(root / "rm")
-    rm_tok.save_pretrained(root / "rm")
+    write_char_rm(root / "rm")
     return root / "fam" / "reasoning", root / "rm"
 
 

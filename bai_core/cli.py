@@ -8,16 +8,19 @@ one line `prog: error: message` on stderr, the traceback first with -v or BAI_TR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from bai_core.constants import TRACEBACK_ENV
 
-__all__ = ["BaiError", "UsageError", "add_verbose", "deprecated_alias", "one_line",
-           "quiet_dependency_warnings", "run_main", "traceback_wanted"]
+__all__ = ["BaiError", "UsageError", "add_verbose", "check_out_path", "deprecated_alias",
+           "iter_text_lines", "one_line", "quiet_dependency_warnings", "run_main",
+           "traceback_wanted", "writing"]
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 SPELLED = "_bai_spelled"  # namespace attribute: dest -> the deprecated spelling used
@@ -113,3 +116,50 @@ def run_main(prog: str, fn: Callable[[], int | None], verbose: bool = False,
         hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
         print(one_line(prog, f"{type(exc).__name__}: {exc}{hint}"), file=sys.stderr)
         return EXIT_FAILURE
+
+
+def check_out_path(path: Path | None, flag: str, suffixes: Sequence[str] = ()) -> None:
+    """Refuse an output path before any work (UsageError): a wrong suffix, an existing
+    directory, a parent that is a file. Missing parent folders are fine."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: must end in {' or '.join(suffixes)}, got "
+                         f"{path.suffix or 'no suffix'!r}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+
+
+@contextlib.contextmanager
+def writing(flag: str, path: Path) -> Iterator[Path]:
+    """Write `path` inside (its folder made first); an OSError becomes one line naming the
+    option, then `wrote PATH` goes to stderr."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield path
+    except OSError as exc:
+        raise BaiError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def iter_text_lines(path: Path, error: type[Exception]) -> Iterator[tuple[str, str]]:
+    """(`FILE:LINE`, text) of each non-blank line of a UTF-8 file; `error` names the file and
+    line for an unreadable file or bytes that are not UTF-8."""
+    try:
+        handle = Path(path).open("rb")
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(f"{path}:{number}: not UTF-8 text (invalid byte 0x"
+                            f"{raw[exc.start]:02x} at byte {exc.start + 1} of the line)") from None
+            if line.strip():
+                yield f"{path}:{number}", line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError
 from bai_mergekit.recipe import Recipe
 
 TOKENIZER_WORDS = ("base", "union")  # mergekit's tokenizer sources that are not models
@@ -27,18 +27,15 @@ def looks_local(path: str) -> bool:
 
 
 def resolve(ref: str) -> tuple[str, str]:
-    """("path", real path with symlinks followed) or ("hub", lower-cased hub id).
-
-    A path-like reference that does not exist is refused here, so it is never tried as a hub id.
-    """
+    """("path", real path with symlinks followed) or ("hub", lower-cased hub id); a path-like
+    reference that does not exist is refused, so it is never tried as a hub id."""
     path = model_path(ref)
     expanded = os.path.expanduser(path)
     if os.path.exists(expanded):
         return "path", os.path.realpath(expanded)
     if looks_local(path):
-        raise BaiMergeError(
-            f"model path not found: {path} (resolved to {os.path.abspath(expanded)})"
-        )
+        raise BaiMergeError(f"model path not found: {path} (resolved to "
+                            f"{os.path.abspath(expanded)})")
     return "hub", path.lower()
 
 
@@ -55,15 +52,11 @@ def check_identities(recipe: Recipe) -> dict[str, str]:
     for ref in recipe.models:
         ident = ids[ref] = identity(ref)
         if ident == ids[recipe.base]:
-            raise BaiMergeError(
-                f"{ref} is both base_model and in models (as {recipe.base}, both "
-                f"{ident.split(':', 1)[1]}): list it once, as base"
-            )
+            raise BaiMergeError(f"{ref} is both base_model and in models (as {recipe.base}, "
+                                f"both {ident.split(':', 1)[1]}): list it once, as base")
         if ident in seen:
-            raise BaiMergeError(
-                f"model listed twice under `models:`: {seen[ident]} and {ref} are both "
-                f"{ident.split(':', 1)[1]}"
-            )
+            raise BaiMergeError(f"model listed twice under `models:`: {seen[ident]} and {ref} "
+                                f"are both {ident.split(':', 1)[1]}")
         seen[ident] = ref
     for extra in (recipe.config_source, recipe.tokenizer_source):
         if extra is not None and extra not in TOKENIZER_WORDS and extra not in ids:
@@ -81,9 +74,5 @@ def local_inputs(recipe: Recipe) -> list[tuple[str, str]]:
     refs = [recipe.base, *recipe.models]
     if recipe.tokenizer_source not in (None, *TOKENIZER_WORDS):
         refs.append(recipe.tokenizer_source)
-    found = []
-    for ref in refs:
-        kind, where = resolve(ref)
-        if kind == "path":
-            found.append((f"input model {ref}", where))
-    return found
+    found = [(f"input model {ref}", *resolve(ref)) for ref in refs]
+    return [(what, where) for what, kind, where in found if kind == "path"]

@@ -1,4 +1,4 @@
-"""The `bai` merge method on mergekit's merge-method API (thin adapter over formula.py)."""
+"""The `bai` merge method on mergekit's merge-method API (the math is bai_core.merge_math)."""
 
 from __future__ import annotations
 
@@ -12,64 +12,39 @@ from mergekit.merge_methods import (
     merge_method,
 )
 
-from bai_mergekit.errors import BaiMergeError
-from bai_mergekit.formula import bai_merge
-
-NAME = "bai"
-PAPER_URL = "https://arxiv.org/abs/2509.00309"
-
-
-def _check_finite(group: TensorGroup, merged: torch.Tensor) -> None:
-    """Name the tensor and the model(s) holding NaN/Inf when the merged tensor is not finite.
-
-    NaN/Inf anywhere makes the sum non-finite: one read-only reduction on the fast path
-    instead of a full-size boolean mask (which cost ~13 % of a merge).
-    """
-    if bool(torch.isfinite(merged.sum())) or bool(torch.isfinite(merged).all()):
-        return
-    bad = [
-        f"{entry.id} ({int((~torch.isfinite(entry.tensor)).sum())} values)"
-        for entry in group.entries
-        if not bool(torch.isfinite(entry.tensor).all())
-    ]
-    where = ", ".join(bad) if bad else "the weighted sum overflowed"
-    raise BaiMergeError(f"NaN/Inf in input tensor {group.metadata.name!r}: {where}")
+from bai_core.merge_math import BaiMergeError, bai_merge
+from bai_mergekit.output import PAPER_URL
 
 
 @merge_method(
-    name=NAME,
+    name="bai",
     pretty_name="Balanced Actor Initialization (BAI)",
     reference_url=PAPER_URL,
     contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, min_non_base=1),
     optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
 )
-def bai_merge_method(
-    group: TensorGroup,
-    weight: PerNonBase[float] = 1.0,
-    base_weight: float = 0.5,
-    normalize: bool = True,
-    config_source: str | None = None,
-) -> torch.Tensor:
+def bai_merge_method(group: TensorGroup, weight: PerNonBase[float] = 1.0,
+                     base_weight: float = 0.5, normalize: bool = True,
+                     config_source: str | None = None) -> torch.Tensor:
     """alpha * base + (1 - alpha) * normalized weighted mean of the other models (fp32 math).
 
     `config_source` is read by the plugin when it writes config.json; the kernel ignores it.
     """
-    del config_source
     base, others = group.base, group.non_base
     try:
         # Rounded once, straight to the input dtype: mergekit casts to `out_dtype` after
         # this, as for `linear`, so `dtype: bfloat16` recipes stay bf16 on disk.
-        merged = bai_merge(
-            base.tensor,
-            [entry.tensor for entry in others],
-            weight.values_for(others),
-            base_weight,
-            normalize,
-            out_dtype=base.tensor.dtype,
-        )
+        merged = bai_merge(base.tensor, [e.tensor for e in others], weight.values_for(others),
+                           base_weight, normalize, out_dtype=base.tensor.dtype)
     except BaiMergeError as error:
         raise BaiMergeError(f"{error} (tensor {group.metadata.name!r})") from None
-    _check_finite(group, merged)
+    # NaN/Inf anywhere makes the sum non-finite: one reduction on the fast path instead of a
+    # full-size boolean mask (which cost ~13 % of a merge).
+    if not (bool(torch.isfinite(merged.sum())) or bool(torch.isfinite(merged).all())):
+        bad = [f"{e.id} ({int((~torch.isfinite(e.tensor)).sum())} values)"
+               for e in group.entries if not bool(torch.isfinite(e.tensor).all())]
+        where = ", ".join(bad) if bad else "the weighted sum overflowed"
+        raise BaiMergeError(f"NaN/Inf in input tensor {group.metadata.name!r}: {where}")
     return merged
 
 
@@ -77,7 +52,7 @@ def ensure_registered() -> None:
     """Add `bai` to mergekit's registry once (also run when this module is first imported)."""
     from mergekit.merge_methods import registry
 
-    if NAME not in {m.spec.name for m in registry.registered_methods()}:
+    if "bai" not in {m.spec.name for m in registry.registered_methods()}:
         registry.register(bai_merge_method)
 
 

@@ -19,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 LOG = logging.getLogger(__name__)
-MAX_MESSAGE = 600
 # Set while `mergekit-yaml` runs a bai config: (the config file, its recipe parsed strictly),
 # so the merge reads the recipe once and its output never replaces the config file.
 GUARD: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar(
@@ -27,11 +26,8 @@ GUARD: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar(
 
 
 def register() -> None:
-    """Register `bai` in mergekit's registry (idempotent).
-
-    Importing bai_mergekit.method registers it; when that import is what is loading
-    mergekit right now, the module is still partial and registers itself once complete.
-    """
+    """Register `bai` (idempotent); when importing bai_mergekit.method is what loads mergekit
+    right now, that module is still partial and registers itself once complete."""
     from bai_mergekit import method
 
     if hasattr(method, "ensure_registered"):
@@ -40,9 +36,8 @@ def register() -> None:
 
 def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *args, **kwargs):
     """Pre-flight, merge into a hidden temp dir, finish config/tokenizer/card, then rename."""
-    from bai_mergekit.finalize import finish_output
     from bai_mergekit.identity import local_inputs
-    from bai_mergekit.output import atomic_directory, check_output_location
+    from bai_mergekit.output import atomic_directory, check_output_location, finish_output
     from bai_mergekit.preflight import preflight
     from bai_mergekit.recipe import parse_recipe_text
 
@@ -51,25 +46,24 @@ def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *a
     recipe = guard[1] if guard else parse_recipe_text(
         kwargs.get("config_source") or merge_config.to_yaml())
     plan = preflight(merge_config, recipe)
-    protected = local_inputs(recipe) + ([("config file", guard[0])] if guard else [])
-    check_output_location(out_path, protected)
+    check_output_location(out_path, local_inputs(recipe) + (
+        [("config file", guard[0])] if guard else []))
     if plan.tokenizer is not None:  # rows merged by id: mergekit must not re-align them
         merge_config = merge_config.model_copy(
             update={"tokenizer": None, "tokenizer_source": None, "chat_template": None})
-    final = Path(out_path)
-    with atomic_directory(final) as tmp:
+    with atomic_directory(out_path) as tmp:
         run_merge(merge_config, str(tmp), *args, **kwargs)
-        finish_output(tmp, os.path.basename(os.path.abspath(final)), plan,
+        finish_output(tmp, os.path.basename(os.path.abspath(out_path)), plan,
                       cache_dir=getattr(options, "transformers_cache", None),
                       copy_tokenizer=getattr(options, "copy_tokenizer", True))
-    LOG.info("bai merge written to %s", final)
+    LOG.info("bai merge written to %s", Path(out_path))
 
 
 def click_error(error: BaseException):
     """`error` as a click.ClickException (shown as `Error: ...`), keeping its exit status."""
     import click
 
-    from bai_core.cli import BaiError
+    from bai_core.cli import MAX_MESSAGE, BaiError
     from bai_core.constants import TRACEBACK_ENV
 
     text = str(error) if isinstance(error, BaiError) else (
@@ -86,7 +80,7 @@ def click_errors(verbose: bool = False) -> Iterator[None]:
     import click
 
     from bai_core.cli import traceback_wanted
-    from bai_mergekit.errors import merge_signals
+    from bai_mergekit.output import merge_signals
 
     try:
         with merge_signals():
@@ -97,6 +91,11 @@ def click_errors(verbose: bool = False) -> Iterator[None]:
         if traceback_wanted(verbose):
             traceback.print_exc()
         raise click_error(error) from None
+
+
+def _mark(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    wrapper.__bai_wrapped__ = True
+    return wrapper
 
 
 def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,45 +118,35 @@ def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             raise click_error(error) from None
 
-    wrapper.__bai_wrapped__ = True
-    return wrapper
-
-
-def run_yaml_guarded(callback: Callable[..., Any], *args, **kwargs) -> Any:
-    """mergekit-yaml with a bai config: strict recipe, one `Error:` line, signals cleaned up.
-
-    Configs of other methods go to mergekit untouched, except that an unreadable file or YAML
-    that is not a mapping is reported in one line too (the method cannot be known then).
-    """
-    from bai_mergekit.recipe import bai_recipe_or_none, read_text
-
-    config_file = kwargs.get("config_file")
-    verbose = bool(kwargs.get("verbosity"))
-    with click_errors(verbose):
-        recipe = bai_recipe_or_none(*read_text(config_file, "config file"))
-    if recipe is None:
-        return callback(*args, **kwargs)
-    with click_errors(verbose):
-        token = GUARD.set((os.path.abspath(config_file), recipe))
-        try:
-            return callback(*args, **kwargs)
-        finally:
-            GUARD.reset(token)
+    return _mark(wrapper)
 
 
 def patch_run_yaml(module: ModuleType) -> None:
-    """Called when `mergekit.scripts.run_yaml` has loaded: guard its click command."""
-    command = module.main
-    if getattr(command.callback, "__bai_wrapped__", False):
+    """Called when `mergekit.scripts.run_yaml` has loaded: a bai config gets the strict recipe,
+    one `Error:` line and signals cleaned up. Other configs go to mergekit untouched, but an
+    unreadable file or YAML that is not a mapping is one line too (no method is known then)."""
+    from bai_mergekit.recipe import bai_recipe_or_none, read_text
+
+    callback = module.main.callback
+    if getattr(callback, "__bai_wrapped__", False):
         return
-    callback = command.callback
 
     @functools.wraps(callback)
     def guarded(*args, **kwargs):
-        return run_yaml_guarded(callback, *args, **kwargs)
+        config_file = kwargs.get("config_file")
+        verbose = bool(kwargs.get("verbosity"))
+        with click_errors(verbose):
+            recipe = bai_recipe_or_none(*read_text(config_file, "config file"))
+        if recipe is None:
+            return callback(*args, **kwargs)
+        with click_errors(verbose):
+            token = GUARD.set((os.path.abspath(config_file), recipe))
+            try:
+                return callback(*args, **kwargs)
+            finally:
+                GUARD.reset(token)
 
-    guarded.__bai_wrapped__ = True
-    command.callback = guarded
+    module.main.callback = _mark(guarded)
 
 
 def patch_merge_module(module: ModuleType) -> None:

@@ -1,57 +1,156 @@
-"""Checks a `bai` merge before any tensor is read: one clear error per bad input, and the plan."""
+"""Checks a `bai` merge before any tensor is read (model folders, safetensors, family,
+vocabulary) and plans it: one clear error per bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any
 
-from mergekit.common import ModelReference
-from mergekit.config import MergeConfiguration
-
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError
 from bai_mergekit.identity import TOKENIZER_WORDS, check_identities, resolve
-from bai_mergekit.inputs import TensorInfo, check_implied_tensors, read_model_config, tensor_table
 from bai_mergekit.recipe import Recipe
 
 LOG = logging.getLogger(__name__)
-
+INDEX_FILE = "model.safetensors.index.json"
 # Config fields that must agree for a weight-space merge to be meaningful.
 FAMILY_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers",
                  "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
 CONTEXT_FIELD = "max_position_embeddings"
 SET_A_BLOCK = "set a `tokenizer:` block (e.g. tokenizer: {source: <reasoning model>})"
+Table = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
 
 
 @dataclass(frozen=True)
 class MergePlan:
     """What the pre-flight decided: the inputs, the config source and the tokenizer."""
 
-    base: ModelReference
-    others: tuple[ModelReference, ...]
-    config_source: ModelReference
+    base: Any  # mergekit ModelReference, as every reference below
+    others: tuple[Any, ...]
+    config_source: Any
     config_reason: str
     recipe: Recipe
     # Whose tokenizer files the output gets, its embedding rows merged by id (the vocabulary
     # padding of the inputs kept); None: mergekit aligns the rows by token to its tokenizer.
-    tokenizer: ModelReference | None
+    tokenizer: Any | None
     tokenizer_reason: str
-    tensors: tuple[dict[str, TensorInfo] | None, ...] = ()  # per model, None: not local
+    tensors: tuple[Table | None, ...] = ()  # per model, None: not local or *.bin
 
 
-def check_family(configs: dict[ModelReference, dict[str, Any]], base: ModelReference) -> None:
-    """All models must share the base's architecture and shapes (one pretrained family)."""
-    for ref, cfg in configs.items():
-        for field in FAMILY_FIELDS:
-            if cfg.get(field) != configs[base].get(field):
-                raise BaiMergeError(
-                    f"{ref} is not of the base's family: {field} = {cfg.get(field)!r}, "
-                    f"base {base} has {configs[base].get(field)!r}"
-                )
+def _read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise BaiMergeError(f"unreadable {what}: {error}") from None
 
 
-def _vocab(ref: ModelReference) -> dict[str, int] | None:
+def read_safetensors_header(path: str) -> Table:
+    """Names, shapes and dtypes of a safetensors file; a truncated or corrupt file is refused."""
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than its 8-byte header length")
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                raise ValueError(f"header of {length} bytes but the file has {size}")
+            header = json.loads(handle.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a mapping")
+    except (OSError, ValueError) as error:
+        raise BaiMergeError(f"corrupt safetensors file {path}: {error}") from None
+    end, tensors = 0, {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, meta["data_offsets"][1])
+            tensors[name] = (tuple(meta["shape"]), meta["dtype"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise BaiMergeError(f"corrupt safetensors file {path}: bad entry {name!r}") from None
+    if 8 + length + end > size:
+        raise BaiMergeError(f"truncated safetensors file {path}: its header needs "
+                            f"{8 + length + end} bytes, the file has {size}")
+    return tensors
+
+
+def tensor_table(folder: str) -> Table | None:
+    """Every tensor of a local model folder (None for pickled *.bin checkpoints)."""
+    index = os.path.join(folder, INDEX_FILE)
+    if os.path.isfile(index):
+        try:
+            shards = sorted(set(_read_json(index, f"weight index {index}")["weight_map"].values()))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise BaiMergeError(f"unreadable weight index {index}: {error}") from None
+        for shard in shards:
+            if not os.path.isfile(os.path.join(folder, shard)):
+                raise BaiMergeError(f"{index} lists {shard}, which is missing from {folder}")
+    else:
+        names = sorted(os.listdir(folder))
+        shards = [n for n in names if n.endswith(".safetensors")]
+        if not shards and any(n.endswith(".bin") for n in names):
+            LOG.info("%s holds *.bin weights: tensor names are checked by mergekit", folder)
+            return None
+        if not shards:
+            raise BaiMergeError(f"model folder has no weights (*.safetensors or *.bin): {folder}")
+    table: Table = {}
+    for shard in shards:
+        table.update(read_safetensors_header(os.path.join(folder, shard)))
+    return table
+
+
+def read_model_config(folder: str) -> dict[str, Any]:
+    """config.json of a local model folder as a dict; missing or broken is refused."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise BaiMergeError(f"model directory has no config.json: {folder}")
+    data = _read_json(path, f"config.json in {folder}")
+    if not isinstance(data, dict):
+        raise BaiMergeError(f"config.json in {folder} is not a JSON object")
+    return data
+
+
+def check_implied_tensors(ref: Any, config: dict[str, Any], table: Table) -> None:
+    """Every tensor the model's own config implies must be stored (mergekit's weight list).
+
+    Optional weights are required only when tied to another one and the config unties them
+    (`lm_head.weight` with `tie_word_embeddings: false`): mergekit would otherwise fill them
+    from the tensor they are tied to.
+    """
+    from mergekit.architecture import arch_info_for_config
+
+    try:
+        weights = arch_info_for_config(ref.config()).all_weights(ref.config())
+    except Exception:  # unknown or odd architecture: mergekit reports it itself
+        return
+    text = config.get("text_config")  # transformers' default: tied unless the config unties
+    tied = bool((text if isinstance(text, dict) and "tie_word_embeddings" in text else config)
+                .get("tie_word_embeddings", True))
+    for info in weights:
+        names = (info.name, *(info.aliases or ()))
+        if (info.optional and not (info.tied_names and not tied)) or any(n in table for n in names):
+            continue
+        why = " (its config says tie_word_embeddings: false)" if (
+            not tied and "lm_head" in names[0]) else ""
+        raise BaiMergeError(f"model {ref} has no tensor {names[0]!r}{why}")
+
+
+def check_same_tensors(base_name: str, base: Table, name: str, table: Table) -> None:
+    """Every tensor of the base exists with the same shape in the other model."""
+    for tensor, (shape, _) in base.items():
+        if tensor not in table:
+            raise BaiMergeError(f"model {name} has no tensor {tensor!r} (base {base_name} has it)")
+        if table[tensor][0] != shape:
+            raise BaiMergeError(f"tensor {tensor!r} has shape {list(table[tensor][0])} in {name} "
+                                f"but {list(shape)} in base {base_name}")
+
+
+def _vocab(ref: Any) -> dict[str, int] | None:
     tok_file = os.path.join(ref.model.path, "tokenizer.json")
     if not os.path.isdir(ref.model.path):  # a hub model: its tokenizer.json alone
         try:
@@ -68,14 +167,13 @@ def _vocab(ref: ModelReference) -> dict[str, int] | None:
     return Tokenizer.from_file(tok_file).get_vocab(with_added_tokens=True)
 
 
-def check_vocabulary(configs: dict[ModelReference, dict[str, Any]], base: ModelReference) -> bool:
+def check_vocabulary(configs: dict[Any, dict[str, Any]], base: Any) -> bool:
     """Embedding rows mixed by id need ids that mean the same token in every model; refuse
     otherwise. Returns whether every model's tokenizer.json could be compared."""
-    sizes = {ref: cfg.get("vocab_size") for ref, cfg in configs.items()}
-    for ref, size in sizes.items():
-        if size != sizes[base]:
-            raise BaiMergeError(f"vocabulary size mismatch: {ref} has {size}, base {base} has "
-                                f"{sizes[base]}; {SET_A_BLOCK}")
+    for ref, cfg in configs.items():
+        if cfg.get("vocab_size") != configs[base].get("vocab_size"):
+            raise BaiMergeError(f"vocabulary size mismatch: {ref} has {cfg.get('vocab_size')}, "
+                                f"base {base} has {configs[base].get('vocab_size')}; {SET_A_BLOCK}")
     base_vocab = _vocab(base)
     if base_vocab is None:
         return False
@@ -94,38 +192,19 @@ def check_vocabulary(configs: dict[ModelReference, dict[str, Any]], base: ModelR
     return complete
 
 
-def choose_config_source(recipe: Recipe, ids: dict[str, str], refs: tuple[ModelReference, ...],
-                         configs: dict[ModelReference, dict[str, Any]]) -> tuple[Any, str]:
-    """`parameters.config_source` if given, else the non-base model with the longest context."""
-    if recipe.config_source is not None:  # check_identities made sure it is a merged model
-        names = (recipe.base, *recipe.models)
-        ref = next(r for r, n in zip(refs, names) if ids[n] == ids[recipe.config_source])
-        return ref, "set by parameters.config_source"
-    best = refs[-1]
-    for ref in reversed(refs[1:]):
-        if (configs[ref].get(CONTEXT_FIELD) or 0) > (configs[best].get(CONTEXT_FIELD) or 0):
-            best = ref
-    ctx = configs[best].get(CONTEXT_FIELD)
-    return best, f"non-base model with the longest context ({CONTEXT_FIELD}={ctx})"
-
-
-def choose_tokenizer(recipe: Recipe, ids: dict[str, str], refs: tuple[ModelReference, ...],
-                     configs: dict[ModelReference, dict[str, Any]],
-                     config_source: ModelReference) -> tuple[ModelReference | None, str]:
+def choose_tokenizer(recipe: Recipe, configs: dict[Any, dict[str, Any]], refs: tuple[Any, ...],
+                     config_source: Any, named: Any | None) -> tuple[Any | None, str]:
     """Rows are merged by id (the inputs' padded vocabulary kept, as a reward model or critic
     of the same family expects) unless that would mix unrelated tokens: then mergekit aligns
-    them by token to the `tokenizer:` block's vocabulary, which drops the padding rows."""
+    them by token to the `tokenizer:` block's vocabulary, which drops the padding rows.
+    `named`: the merged model the block's source names, if any."""
     tok = recipe.tokenizer_source
     if tok is None:  # no tokenizer block: the ids must mean the same tokens
         check_vocabulary(configs, refs[0])
         return config_source, "no tokenizer block; token ids checked identical"
-    block = recipe.raw.get("tokenizer") or {}
-    names = (recipe.base, *recipe.models)
-    source = refs[0] if tok == "base" else next(
-        (r for r, n in zip(refs, names) if tok not in TOKENIZER_WORDS and ids[n] == ids[tok]),
-        None)
+    source = refs[0] if tok == "base" else None if tok in TOKENIZER_WORDS else named
     why = "aligned by token by mergekit"
-    if set(block) - {"source"} or source is None:
+    if set(recipe.raw.get("tokenizer") or {}) - {"source"} or source is None:
         return None, f"{why}: the tokenizer block does more than name a merged model"
     try:
         if not check_vocabulary(configs, refs[0]):
@@ -135,26 +214,20 @@ def choose_tokenizer(recipe: Recipe, ids: dict[str, str], refs: tuple[ModelRefer
     return source, "the tokenizer block's source; token ids identical, so rows merged by id"
 
 
-def _hub_error(ref: ModelReference, error: Exception) -> BaiMergeError:
-    first = " ".join(str(error).split())[:300]
-    return BaiMergeError(
-        f"model {ref} is not a local folder and could not be loaded from the Hugging Face "
-        f"hub: {type(error).__name__}: {first}"
-    )
-
-
-def _config_dict(ref: ModelReference, local: bool) -> dict[str, Any]:
+def _config_dict(ref: Any, local: bool) -> dict[str, Any]:
     try:
         return ref.config().to_dict()
     except Exception as error:  # transformers raises many types here
-        if not local:
-            raise _hub_error(ref, error) from None
-        raise BaiMergeError(f"cannot load the config of {ref}: {error}") from None
+        if local:
+            raise BaiMergeError(f"cannot load the config of {ref}: {error}") from None
+        first = " ".join(str(error).split())[:300]
+        raise BaiMergeError(f"model {ref} is not a local folder and could not be loaded from "
+                            f"the Hugging Face hub: {type(error).__name__}: {first}") from None
 
 
-def preflight(config: MergeConfiguration, recipe: Recipe) -> MergePlan:
-    """Validate a bai merge (`recipe` is `config` as parsed strictly); raise BaiMergeError
-    naming the first problem found."""
+def preflight(config: Any, recipe: Recipe) -> MergePlan:
+    """Validate a bai merge (`recipe` is the MergeConfiguration `config` parsed strictly) and
+    choose its config source and tokenizer; raise BaiMergeError naming the first problem."""
     ids = check_identities(recipe)
     refs = (config.base_model, *(m.model for m in config.models or []))
     names = (recipe.base, *recipe.models)
@@ -174,9 +247,23 @@ def preflight(config: MergeConfiguration, recipe: Recipe) -> MergePlan:
     if tok in ids and ids[tok].startswith("path:") and not os.path.isdir(resolve(tok)[1]):
         raise BaiMergeError(f"tokenizer.source is not a model folder: {tok}")
     configs = {ref: _config_dict(ref, ids[n].startswith("path:")) for ref, n in zip(refs, names)}
-    check_family(configs, refs[0])
-    source, reason = choose_config_source(recipe, ids, refs, configs)
-    tokenizer, tok_reason = choose_tokenizer(recipe, ids, refs, configs, source)
+    for ref, cfg in configs.items():  # one pretrained family: the base's architecture, shapes
+        for field in FAMILY_FIELDS:
+            if cfg.get(field) != configs[refs[0]].get(field):
+                raise BaiMergeError(f"{ref} is not of the base's family: {field} = "
+                                    f"{cfg.get(field)!r}, base {refs[0]} has "
+                                    f"{configs[refs[0]].get(field)!r}")
+    by_id = {ids[n]: r for r, n in reversed(list(zip(refs, names)))}
+    # config.json: parameters.config_source (check_identities made sure it is merged), else
+    # the non-base model with the longest context (the last one listed on a tie)
+    if recipe.config_source is not None:
+        source, reason = by_id[ids[recipe.config_source]], "set by parameters.config_source"
+    else:
+        source = max(reversed(refs[1:]), key=lambda r: configs[r].get(CONTEXT_FIELD) or 0)
+        reason = (f"non-base model with the longest context "
+                  f"({CONTEXT_FIELD}={configs[source].get(CONTEXT_FIELD)})")
+    tokenizer, tok_reason = choose_tokenizer(recipe, configs, refs, source,
+                                             by_id.get(ids.get(recipe.tokenizer_source)))
     LOG.info("bai: output config from %s (%s); tokenizer: %s", source, reason, tok_reason)
     return MergePlan(base=refs[0], others=refs[1:], config_source=source, config_reason=reason,
                      recipe=recipe, tokenizer=tokenizer, tokenizer_reason=tok_reason,

@@ -9,20 +9,14 @@ from typing import Any
 
 import yaml
 
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError
 
 # Top-level keys mergekit's MergeConfiguration knows (`name` is mergekit-multi's stage name).
-TOP_KEYS = (
-    "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-    "tokenizer_source", "tokenizer", "chat_template", "name", "slices", "modules",
-)
+TOP_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
+            "tokenizer_source", "tokenizer", "chat_template", "name", "slices", "modules")
 GLOBAL_PARAMS = ("weight", "base_weight", "normalize", "config_source")
-MODEL_PARAMS = ("weight",)
-MODEL_KEYS = ("model", "parameters")
 TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
 DTYPES = ("bfloat16", "float16", "float32", "float64")
-DEFAULT_BASE_WEIGHT = 0.5
-DEFAULT_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,29 +48,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A YAML loader that refuses duplicate keys (e.g. two `base_model:` lines)."""
 
 
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep=False):
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
         value = loader.construct_object(value_node, deep=deep)
         if key in seen:
-            raise DuplicateKey(
-                f"{key!r} is given twice in the config ({seen[key]!r} and {value!r})"
-            )
+            raise DuplicateKey(f"{key!r} is given twice in the config ({seen[key]!r} and "
+                               f"{value!r})")
         seen[key] = value
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_yaml(text: str, origin: str = "the config", unique_keys: bool = True) -> Any:
     """YAML -> Python, refusing duplicate keys; syntax errors become one line naming the spot."""
-    loader = _UniqueKeyLoader if unique_keys else yaml.SafeLoader
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader (subclass)
+        return yaml.load(text, Loader=_UniqueKeyLoader if unique_keys else yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -90,16 +85,9 @@ def load_mapping(text: str, origin: str = "the config") -> dict:
     if data is None:
         raise BaiMergeError(f"{origin} is empty: expected `merge_method: bai`, `base_model:` ...")
     if not isinstance(data, dict):
-        raise BaiMergeError(
-            f"{origin} must be a mapping (merge_method: ..., base_model: ...), "
-            f"got a {type(data).__name__}: {_short(data)}"
-        )
+        raise BaiMergeError(f"{origin} must be a mapping (merge_method: ..., base_model: ...), "
+                            f"got a {type(data).__name__}: {_short(data)}")
     return data
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_number(value: Any) -> bool:
@@ -109,12 +97,16 @@ def _is_number(value: Any) -> bool:
 def _check_unknown(mapping: dict, known: tuple[str, ...], where: str) -> None:
     for key in mapping:
         if key not in known:
-            raise BaiMergeError(
-                f"unknown key {key!r} in {where}; known keys: {', '.join(known)}"
-            )
+            raise BaiMergeError(f"unknown key {key!r} in {where}; known keys: {', '.join(known)}")
 
 
 def _check_number(value: Any, where: str, low: float, high: float | None) -> None:
+    if isinstance(value, list):
+        if not value:
+            raise BaiMergeError(f"{where} is an empty list: give a number or a gradient")
+        for item in value:
+            _check_number(item, where, low, high)
+        return
     span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
     if not _is_number(value):
         raise BaiMergeError(f"{where} must be a number {span}, got {_short(value)}")
@@ -122,29 +114,18 @@ def _check_number(value: Any, where: str, low: float, high: float | None) -> Non
         raise BaiMergeError(f"{where} must be a number {span}, got {value!r}")
 
 
-def _check_scalar_or_gradient(value: Any, where: str, low: float, high: float | None) -> None:
-    if isinstance(value, list):
-        if not value:
-            raise BaiMergeError(f"{where} is an empty list: give a number or a gradient")
-        for item in value:
-            _check_number(item, where, low, high)
-    else:
-        _check_number(value, where, low, high)
-
-
 def check_setting(value: Any, where: str, low: float, high: float | None = None) -> None:
     """A mergekit parameter setting: a number, a gradient, or a list of {filter, value}."""
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        for item in value:
-            _check_unknown(item, ("filter", "value"), f"a filtered {where}")
-            if "value" not in item:
-                raise BaiMergeError(f"filtered {where} entry {_short(item)} has no `value:`")
-            if "filter" in item and not isinstance(item["filter"], str):
-                raise BaiMergeError(f"filter of {where} must be a string, got "
-                                    f"{_short(item['filter'])}")
-            _check_scalar_or_gradient(item["value"], where, low, high)
-    else:
-        _check_scalar_or_gradient(value, where, low, high)
+    if not (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+        return _check_number(value, where, low, high)
+    for item in value:
+        _check_unknown(item, ("filter", "value"), f"a filtered {where}")
+        if "value" not in item:
+            raise BaiMergeError(f"filtered {where} entry {_short(item)} has no `value:`")
+        if "filter" in item and not isinstance(item["filter"], str):
+            raise BaiMergeError(f"filter of {where} must be a string, got "
+                                f"{_short(item['filter'])}")
+        _check_number(item["value"], where, low, high)
 
 
 def _model_string(value: Any, where: str) -> str:
@@ -156,18 +137,19 @@ def _model_string(value: Any, where: str) -> str:
     return value
 
 
-def _mapping(value: Any, where: str) -> dict:
+def _mapping(value: Any, where: str, known: tuple[str, ...]) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise BaiMergeError(f"{where} must be a mapping, got {_short(value)}")
+    _check_unknown(value, known, where)
     return value
 
 
 def _dtype(raw: dict, key: str) -> str | None:
-    value = raw.get(key)
-    if value is None and key not in raw:
+    if key not in raw:
         return None
+    value = raw[key]
     name = value.removeprefix("torch.") if isinstance(value, str) else value
     if name not in DTYPES:
         raise BaiMergeError(f"unknown {key} {_short(value)}; known: {', '.join(DTYPES)}")
@@ -179,24 +161,19 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
     _check_unknown(raw, TOP_KEYS, "the config")
     if raw.get("merge_method") != "bai":
         raise BaiMergeError(f"merge_method must be 'bai', got {_short(raw.get('merge_method'))}")
-    if raw.get("slices") is not None or raw.get("modules") is not None or (
-        "slices" in raw or "modules" in raw
-    ):
+    if "slices" in raw or "modules" in raw:
         raise BaiMergeError("bai merges whole models: use `models:`, not slices or modules")
     if raw.get("base_model") is None:
         raise BaiMergeError("bai needs `base_model:` (the pretrained model the others share)")
     base = _model_string(raw["base_model"], "base_model")
     entries = raw.get("models")
     if entries is None or entries == []:
-        raise BaiMergeError(
-            "bai needs at least one model besides base_model under `models:`, got "
-            f"{_short(entries)}"
-        )
+        raise BaiMergeError("bai needs at least one model besides base_model under `models:`, "
+                            f"got {_short(entries)}")
     if not isinstance(entries, list):
         raise BaiMergeError(f"`models:` must be a list of {{model: ...}}, got {_short(entries)}")
-    params = _mapping(raw.get("parameters"), "`parameters:`")
-    _check_unknown(params, GLOBAL_PARAMS, "`parameters:`")
-    default_weight = params.get("weight", DEFAULT_WEIGHT)
+    params = _mapping(raw.get("parameters"), "`parameters:`", GLOBAL_PARAMS)
+    default_weight = params.get("weight", 1.0)
     if "weight" in params:
         check_setting(default_weight, "parameters.weight", 0.0)
     models, weights = [], []
@@ -204,17 +181,14 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
         if isinstance(entry, str):
             raise BaiMergeError(f"models[{i}] must be a mapping like `- model: {entry}`, "
                                 f"got the string {entry!r}")
-        entry = _mapping(entry, f"models[{i}]")
-        _check_unknown(entry, MODEL_KEYS, f"models[{i}]")
+        entry = _mapping(entry, f"models[{i}]", ("model", "parameters"))
         name = _model_string(entry.get("model"), f"models[{i}].model")
-        model_params = _mapping(entry.get("parameters"), f"parameters of {name}")
-        _check_unknown(model_params, MODEL_PARAMS, f"parameters of {name}")
-        weight = model_params.get("weight", default_weight)
+        model_params = _mapping(entry.get("parameters"), f"parameters of {name}", ("weight",))
         if "weight" in model_params:
-            check_setting(weight, f"weight of {name}", 0.0)
+            check_setting(model_params["weight"], f"weight of {name}", 0.0)
         models.append(name)
-        weights.append(weight)
-    base_weight = params.get("base_weight", DEFAULT_BASE_WEIGHT)
+        weights.append(model_params.get("weight", default_weight))
+    base_weight = params.get("base_weight", 0.5)
     check_setting(base_weight, "base_weight", 0.0, 1.0)
     normalize = params.get("normalize", True)
     if not isinstance(normalize, bool):
@@ -227,23 +201,19 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
         config_source = _model_string(config_source, "parameters.config_source")
     dtype = _dtype(raw, "dtype")
     dtype = _dtype(raw, "out_dtype") or dtype
-    tokenizer_source = None
     if raw.get("tokenizer") is not None and raw.get("tokenizer_source") is not None:
         raise BaiMergeError("give either `tokenizer:` or `tokenizer_source:`, not both")
-    if "tokenizer" in raw:
-        tok = _mapping(raw["tokenizer"], "`tokenizer:`")
-        _check_unknown(tok, TOKENIZER_KEYS, "`tokenizer:`")
-        if "source" in tok:
-            tokenizer_source = _model_string(tok["source"], "tokenizer.source")
+    tok = _mapping(raw.get("tokenizer"), "`tokenizer:`", TOKENIZER_KEYS)
+    tokenizer_source = None
+    if "source" in tok:
+        tokenizer_source = _model_string(tok["source"], "tokenizer.source")
     if raw.get("tokenizer_source") is not None:
         tokenizer_source = _model_string(raw["tokenizer_source"], "tokenizer_source")
     if raw.get("chat_template") is not None and not isinstance(raw["chat_template"], str):
         raise BaiMergeError(f"chat_template must be a string, got {_short(raw['chat_template'])}")
-    return Recipe(
-        raw=raw, base=base, models=tuple(models), weights=tuple(weights),
-        base_weight=base_weight, normalize=normalize, config_source=config_source,
-        tokenizer_source=tokenizer_source, dtype=dtype,
-    )
+    return Recipe(raw=raw, base=base, models=tuple(models), weights=tuple(weights),
+                  base_weight=base_weight, normalize=normalize, config_source=config_source,
+                  tokenizer_source=tokenizer_source, dtype=dtype)
 
 
 def read_text(path: str | os.PathLike, what: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for dim in self.shape:
-            n *= dim
-        return n
+        return self.dtype.itemsize * math.prod(self.shape)
 
 
 def plan_shards(specs: list[TensorSpec], max_shard_size: int) -> list[list[TensorSpec]]:
@@ -51,11 +49,8 @@ def _header(shard: list[TensorSpec]) -> bytes:
     meta: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
     for spec in shard:
-        meta[spec.name] = {
-            "dtype": SAFETENSORS_DTYPES[spec.dtype],
-            "shape": list(spec.shape),
-            "data_offsets": [offset, offset + spec.nbytes],
-        }
+        meta[spec.name] = {"dtype": SAFETENSORS_DTYPES[spec.dtype], "shape": list(spec.shape),
+                           "data_offsets": [offset, offset + spec.nbytes]}
         offset += spec.nbytes
     raw = json.dumps(meta, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned
@@ -69,10 +64,8 @@ class ShardedWriter:
         self.out_dir = Path(out_dir)
         self.shards = plan_shards(specs, max_shard_size)
         n = len(self.shards)
-        self.names = (
-            ["model.safetensors"] if n == 1
-            else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        )
+        self.names = ["model.safetensors"] if n == 1 else [
+            f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self._queue = [(s, i) for i, shard in enumerate(self.shards) for s in shard]
         self._pos = 0
         self._written = 0

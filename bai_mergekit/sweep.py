@@ -13,8 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError, bai_merge_chunks, coefficients, ratio
 from bai_mergekit.identity import check_identities, local_inputs, resolve
+from bai_mergekit.output import (
+    MARKER,
+    OLD_MARK,
+    PARTIAL_MARK,
+    atomic_directory,
+    check_output_location,
+    finish_output,
+    prepare_output,
+)
+from bai_mergekit.preflight import check_same_tensors, preflight, read_model_config, tensor_table
 from bai_mergekit.recipe import Recipe, check_setting, parse_recipe_text, read_text
 
 if TYPE_CHECKING:  # torch and mergekit load only once the recipe has passed its checks
@@ -52,22 +62,17 @@ class Candidate:
 
 def grid(recipe: Recipe, base_weights, weight_sets) -> list[Candidate]:
     """Cartesian grid; the recipe's own scalar values fill whatever axis is not given."""
-    n = len(recipe.models)
-    if not weight_sets:
-        if not all(isinstance(w, (int, float)) for w in recipe.weights):
-            raise BaiMergeError("bai-sweep takes scalar ratios, not per-layer gradients or "
-                                f"filters: the recipe's weights are {list(recipe.weights)}")
-        weight_sets = [tuple(recipe.weights)]
-    if not base_weights:
-        if not isinstance(recipe.base_weight, (int, float)):
-            raise BaiMergeError("bai-sweep takes scalar ratios, not per-layer gradients or "
-                                f"filters: the recipe's base_weight is {recipe.base_weight!r}")
-        base_weights = [recipe.base_weight]
+    scalar_only = "bai-sweep takes scalar ratios, not per-layer gradients or filters"
+    if not weight_sets and not all(isinstance(w, (int, float)) for w in recipe.weights):
+        raise BaiMergeError(f"{scalar_only}: the recipe's weights are {list(recipe.weights)}")
+    if not base_weights and not isinstance(recipe.base_weight, (int, float)):
+        raise BaiMergeError(f"{scalar_only}: the recipe's base_weight is {recipe.base_weight!r}")
     cands = []
-    for weights, alpha in itertools.product(weight_sets, base_weights):
-        if len(weights) != n:
-            raise BaiMergeError(f"each --weights needs {n} numbers (one per model), got "
-                                f"{','.join(f'{w:g}' for w in weights)}")
+    for weights, alpha in itertools.product(weight_sets or [tuple(recipe.weights)],
+                                            base_weights or [recipe.base_weight]):
+        if len(weights) != len(recipe.models):
+            raise BaiMergeError(f"each --weights needs {len(recipe.models)} numbers (one per "
+                                f"model), got {','.join(f'{w:g}' for w in weights)}")
         check_setting(alpha, "base_weight", 0.0, 1.0)
         for w in weights:
             check_setting(w, "--weights value", 0.0)
@@ -79,8 +84,6 @@ def grid(recipe: Recipe, base_weights, weight_sets) -> list[Candidate]:
 
 def _ours(entry: Path) -> bool:
     """sweep.json, a candidate folder or a partial one that bai-sweep wrote."""
-    from bai_mergekit.output import MARKER, OLD_MARK, PARTIAL_MARK
-
     if entry.name == INDEX:
         try:
             earlier = json.loads(entry.read_text(encoding="utf-8"))
@@ -100,11 +103,9 @@ def check_sweep_root(out_dir: Path) -> None:
         raise BaiMergeError(f"output path {out_dir} exists and is not a folder")
     foreign = sorted(p.name for p in out_dir.iterdir() if not _ours(p))
     if foreign:
-        raise BaiMergeError(
-            f"output folder {out_dir} exists and is not an earlier bai-sweep output (it holds "
-            f"{len(foreign)} entries bai-sweep did not write: {', '.join(foreign[:5])}); "
-            "choose a new folder"
-        )
+        raise BaiMergeError(f"output folder {out_dir} exists and is not an earlier bai-sweep "
+                            f"output (it holds {len(foreign)} entries bai-sweep did not write: "
+                            f"{', '.join(foreign[:5])}); choose a new folder")
 
 
 def _input_entry(name: str) -> dict[str, Any]:
@@ -115,43 +116,24 @@ def _input_entry(name: str) -> dict[str, Any]:
 
 def sweep_index(recipe_path: Path, recipe: Recipe, cands: list[Candidate]) -> dict[str, Any]:
     """sweep.json: the inputs (yaml names and resolved paths) and every candidate's ratios."""
-    from bai_mergekit.formula import coefficients, ratio
-
-    entries = []
-    for c in cands:
+    def entry(c: Candidate) -> dict[str, Any]:
         c_base, c_models = coefficients(c.weights, c.base_weight, recipe.normalize)
-        entries.append({
-            "path": c.name,
-            "base_weight": c.base_weight,
-            "weights": list(c.weights),
-            "weights_normalized": list(ratio(c.weights, c.base_weight, recipe.normalize)[1]),
-            "weights_by_model": dict(zip(recipe.models, c.weights)),
-            "coefficients": {"base": c_base, "models": c_models},
-        })
-    return {
-        "tool": "bai-sweep",
-        "format": INDEX_FORMAT,
-        "recipe": str(recipe_path.absolute()),
-        "normalize": recipe.normalize,
-        "config_source": recipe.config_source,
-        "base_model": _input_entry(recipe.base),
-        "models": [_input_entry(m) for m in recipe.models],
-        "candidates": entries,
-    }
+        return {"path": c.name, "base_weight": c.base_weight, "weights": list(c.weights),
+                "weights_normalized": list(ratio(c.weights, c.base_weight, recipe.normalize)[1]),
+                "weights_by_model": dict(zip(recipe.models, c.weights)),
+                "coefficients": {"base": c_base, "models": c_models}}
+
+    return {"tool": "bai-sweep", "format": INDEX_FORMAT, "recipe": str(recipe_path.absolute()),
+            "normalize": recipe.normalize, "config_source": recipe.config_source,
+            "base_model": _input_entry(recipe.base),
+            "models": [_input_entry(m) for m in recipe.models],
+            "candidates": [entry(c) for c in cands]}
 
 
-def run_sweep(
-    recipe_path: Path,
-    out_dir: Path,
-    base_weights: list[float],
-    weight_sets: list[tuple[float, ...]],
-    max_shard_size: int = 1000**3,
-    quiet: bool = False,
-) -> list[Path]:
+def run_sweep(recipe_path: Path, out_dir: Path, base_weights: list[float],
+              weight_sets: list[tuple[float, ...]], max_shard_size: int = 1000**3,
+              quiet: bool = False) -> list[Path]:
     """Write one complete model dir per candidate; every input tensor is read exactly once."""
-    from bai_mergekit.inputs import read_model_config, tensor_table
-    from bai_mergekit.output import check_output_location, prepare_output
-
     recipe_path, out_dir = Path(recipe_path), Path(out_dir)
     recipe = parse_recipe_text(*read_text(recipe_path, "recipe"))
     if max_shard_size <= 0:
@@ -185,11 +167,6 @@ def _write_grid(recipe_path, recipe, out_dir, cands, max_shard_size, quiet) -> l
     from mergekit.io import LazyTensorLoader
     from tqdm import tqdm
 
-    from bai_mergekit.finalize import finish_output
-    from bai_mergekit.formula import ratio
-    from bai_mergekit.inputs import check_same_tensors, tensor_table
-    from bai_mergekit.output import atomic_directory
-    from bai_mergekit.preflight import preflight
     from bai_mergekit.safetensors_stream import ShardedWriter
 
     config = MergeConfiguration.model_validate(cands[0].recipe(recipe).raw)
@@ -237,12 +214,12 @@ def _layout(table: dict, out_dtype: torch.dtype | None) -> list[TensorSpec]:
 
     by_dtype = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     specs = []
-    for name, info in table.items():
-        dtype = by_dtype.get(info.dtype)
+    for name, (shape, stored) in table.items():
+        dtype = by_dtype.get(stored)
         if dtype is None:
-            raise BaiMergeError(f"tensor {name!r} has dtype {info.dtype}, which bai-sweep "
-                                "cannot write")
-        specs.append(TensorSpec(name, info.shape, out_dtype if dtype.is_floating_point
+            raise BaiMergeError(f"tensor {name!r} has dtype {stored}, which bai-sweep cannot "
+                                "write")
+        specs.append(TensorSpec(name, shape, out_dtype if dtype.is_floating_point
                                 and out_dtype else dtype))
     return specs
 
@@ -251,12 +228,8 @@ def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype) -> None:
     """Read tensor `spec.name` from each input once; stream every candidate's chunks out."""
     import torch
 
-    from bai_mergekit.formula import bai_merge_chunks
-
-    tensors = []
-    for _, loader in sources:
-        tensor = loader.get_tensor(spec.name)
-        tensors.append(tensor.to(in_dtype) if in_dtype is not None else tensor)
+    tensors = [loader.get_tensor(spec.name) for _, loader in sources]
+    tensors = [t.to(in_dtype) for t in tensors] if in_dtype is not None else tensors
     base, others = tensors[0], tensors[1:]
     if not base.is_floating_point() or base.numel() == 0:
         for writer in writers:

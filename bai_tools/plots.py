@@ -20,9 +20,11 @@ from bai_tools.runlog import RunLog  # noqa: E402
 LOG = logging.getLogger(__name__)
 
 
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
 def _save(fig: Any, out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     LOG.info("wrote %s", out)
@@ -44,8 +46,7 @@ def plot_probe(report: Mapping[str, Any], out: Path) -> Path:
            [max(hi - m, 0) for m, hi in zip(mean, p90, strict=True)]]
     axes[0].bar(x, mean, yerr=err, capsize=4, color="tab:blue")
     axes[0].axhline(report["settings"]["max_tokens"], ls="--", c="grey", lw=1, label="max_tokens")
-    axes[0].set_title("response length (mean, p10-p90)")
-    axes[0].set_ylabel("tokens")
+    axes[0].set(title="response length (mean, p10-p90)", ylabel="tokens")
     axes[0].legend(loc="lower right", fontsize=8)
 
     width = 0.38
@@ -53,8 +54,7 @@ def plot_probe(report: Mapping[str, Any], out: Path) -> Path:
                 label="clip ratio", color="tab:red")
     axes[1].bar([i + width / 2 for i in x], metric("bai/think/closed_ratio"), width,
                 label="</think> closed", color="tab:green")
-    axes[1].set_ylim(0, 1.05)
-    axes[1].set_title("clip ratio / think closure")
+    axes[1].set(ylim=(0, 1.05), title="clip ratio / think closure")
     axes[1].legend(fontsize=8)
 
     think, answer = metric("bai/think/think_length_mean"), metric("bai/think/answer_length_mean")
@@ -72,11 +72,10 @@ def plot_probe(report: Mapping[str, Any], out: Path) -> Path:
         axes[3].text(i, 0 if r != r else r, "n/a" if r != r else f"{r:.2f}\n(n={c['num_scored']})",
                      ha="center", va="bottom", fontsize=8)
     finite = [r for r in reward if r == r]
-    axes[3].set_ylim(min([0.0, *finite]), max([1.05, *(1.1 * r for r in finite)]))
-    axes[3].set_title("math reward (mean)")
+    axes[3].set(ylim=(min([0.0, *finite]), max([1.05, *(1.1 * r for r in finite)])),
+                title="math reward (mean)")
     for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=20, ha="right")
+        ax.set_xticks(x, names, rotation=20, ha="right")
     s = report["settings"]
     fig.suptitle(
         f"bai-probe: {report['prompts']['count']} prompts x n={s['n']}, "
@@ -92,16 +91,11 @@ PANELS: list[tuple[str, str, str]] = [
     ("think_closed", "</think> closed ratio", ""),
     ("reward_mean", "reward (mean)", "reward_hockey_stick"),
 ]
-MARKS: dict[str, list[tuple[str, str, str]]] = {
-    "length_collapse": [("onset_step", "v", "collapse onset"), ("min_step", "x", "minimum"),
-                        ("recovery_step", "^", "recovered")],
-    "reward_hockey_stick": [("onset_step", "v", "dip onset"), ("min_step", "x", "minimum"),
-                            ("recovery_step", "^", "recovered")],
-}
-
-
-def _value_at(steps: Sequence[int], values: Sequence[float], step: int) -> float:
-    return values[min(range(len(steps)), key=lambda i: abs(steps[i] - step))]
+MARKS: dict[str, list[tuple[str, str, str]]] = {  # bai-compare marks its runs the same way
+    section: [("onset_step", "v", onset), ("min_step", "x", "minimum"),
+              ("recovery_step", "^", "recovered")]
+    for section, onset in (("length_collapse", "collapse onset"),
+                           ("reward_hockey_stick", "dip onset"))}
 
 
 def plot_report(
@@ -109,11 +103,10 @@ def plot_report(
 ) -> Path:
     """Training curves of several runs overlaid, with detected onset/minimum/recovery marked."""
     fig, axes = plt.subplots(len(PANELS), 1, figsize=(10, 2.6 * len(PANELS)), sharex=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (curve, title, section) in zip(axes, PANELS, strict=True):
         drawn = False
         for index, (run, ev) in enumerate(zip(runs, events, strict=True)):
-            color = colors[index % len(colors)]
+            color = COLORS[index % len(COLORS)]
             steps, values = run.curve(curve)
             if not steps:
                 continue
@@ -131,8 +124,9 @@ def plot_report(
                 if step is None:
                     continue
                 ax.axvline(step, color=color, ls=":", lw=1)
-                ax.plot([step], [_value_at(steps, values, step)], marker=marker, color=color,
-                        ms=9, ls="none", label=f"{run.name}: {label} @ {step}")
+                nearest = min(range(len(steps)), key=lambda i: abs(steps[i] - step))
+                ax.plot([step], [values[nearest]], marker=marker, color=color, ms=9, ls="none",
+                        label=f"{run.name}: {label} @ {step}")
         ax.set_ylabel(title, fontsize=9)
         if drawn:
             ax.legend(fontsize=7, loc="best")
@@ -180,8 +174,7 @@ def _legend_handles(report: Mapping[str, Any], labels: list[str]) -> list[Any]:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    handles: list[Any] = [Line2D([], [], color=colors[i % len(colors)], marker="o",
+    handles: list[Any] = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o",
                                 label=f"candidates {label}") for i, label in enumerate(labels)]
     handles += [Line2D([], [], color="black", alpha=0.6, ls=INPUT_STYLES.get(e["role"], ":"),
                        label=f"input {e['name']} ({e['role']})")
@@ -204,7 +197,6 @@ def sweep_figure(report: Mapping[str, Any]) -> Figure:
     from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     inputs = [e for e in report["entries"] if e["kind"] == "input"]
     choices = report.get("paper_choices", {})
     labels = list(series(report, "kl_to_reasoning"))
@@ -213,7 +205,7 @@ def sweep_figure(report: Mapping[str, Any]) -> Figure:
         for key, style, _ in keys:
             lines = series(report, key)
             for label, (xs, ys) in lines.items():
-                color = colors[labels.index(label) % len(colors)]
+                color = COLORS[labels.index(label) % len(COLORS)]
                 ax.plot(xs, ys, ls=style, marker="o", color=color, gid=f"series:{label}:{key}")
                 drawn = drawn or any(y == y for y in ys)
                 if key == "bai/response_length/mean":
@@ -239,8 +231,7 @@ def sweep_figure(report: Mapping[str, Any]) -> Figure:
             why = "n/a: no single-token </think>" if keys[0][0].startswith("bai/think/") else "n/a"
             ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", color="grey")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("alpha (base_weight)")
-        ax.set_xlim(-0.03, 1.03)
+        ax.set(xlabel="alpha (base_weight)", xlim=(-0.03, 1.03))
         ax.grid(alpha=0.3)
     s = report["settings"]
     fig.suptitle(

@@ -60,64 +60,43 @@ def kl_both_ways(logp: torch.Tensor, logq: torch.Tensor) -> tuple[torch.Tensor, 
     """
     if logp.shape != logq.shape:
         raise ValueError(f"log-prob shapes differ: {tuple(logp.shape)} vs {tuple(logq.shape)}")
-    diff = logp - logq
-    p, q = logp.exp(), logq.exp()
-    forward = torch.where(p > 0, p * diff, torch.zeros_like(p)).sum(-1)
-    reverse = torch.where(q > 0, -q * diff, torch.zeros_like(q)).sum(-1)
-    return forward, reverse
+    diff, p, q = logp - logq, logp.exp(), logq.exp()
+    return (torch.where(p > 0, p * diff, 0.0).sum(-1), torch.where(q > 0, -q * diff, 0.0).sum(-1))
 
 
 def pool_kl(terms: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> PolicyKL:
     """Pool per-token (KL(C||R), KL(R||C)) pairs into token-weighted means."""
-    forward = sum((float(f.double().sum()) for f, _ in terms), 0.0)
-    reverse = sum((float(r.double().sum()) for _, r in terms), 0.0)
     count = sum(int(f.numel()) for f, _ in terms)
     if count == 0:
         raise ValueError("no response tokens to average the KL over")
-    return PolicyKL(forward / count, reverse / count, count)
-
-
-def batches(seqs: Sequences, batch_size: int) -> list[list[int]]:
-    """Row indices in batches of `batch_size` samples."""
-    rows = list(range(len(seqs.prompt_ids)))
-    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    return PolicyKL(sum(float(f.double().sum()) for f, _ in terms) / count,
+                    sum(float(r.double().sum()) for _, r in terms) / count, count)
 
 
 @torch.inference_mode()
 def response_log_probs(model: Any, seqs: Sequences, rows: Sequence[int]) -> list[torch.Tensor]:
-    """Float32 next-token log-probs at each response position: one (len(y), V) per row.
-
-    The rows are right-padded into one batch; with a causal model and an attention mask,
-    padding after a sequence does not change its logits.
-    """
+    """Float32 next-token log-probs at each response position: one (len(y), V) per row; the
+    rows are right-padded into one batch (a causal model with an attention mask ignores it)."""
     device = next(model.parameters()).device
     full = [seqs.prompt_ids[r] + seqs.response_ids[r] for r in rows]
-    width = max(len(f) for f in full)
-    ids = torch.zeros((len(full), width), dtype=torch.long)
-    mask = torch.zeros((len(full), width), dtype=torch.long)
+    ids = torch.zeros((len(full), max(len(f) for f in full)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
     for i, tokens in enumerate(full):
         ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         mask[i, : len(tokens)] = 1
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    out = []
-    for i, r in enumerate(rows):
-        start, n = len(seqs.prompt_ids[r]), len(seqs.response_ids[r])
-        # logits at position j predict token j + 1: the response tokens sit at start..start+n-1
-        out.append(logits[i, start - 1 : start - 1 + n].float().log_softmax(-1).cpu())
-    return out
+    # logits at position j predict token j + 1: the response tokens sit at start..start+n-1
+    return [logits[i, len(seqs.prompt_ids[r]) - 1: len(full[i]) - 1].float().log_softmax(-1).cpu()
+            for i, r in enumerate(rows)]
 
 
 def load_causal_lm(model_dir: Path, device: str) -> Any:
     """A transformers causal LM in eval mode: float32 on CPU, the checkpoint's dtype on GPU."""
     from transformers import AutoModelForCausalLM
 
-    dtype: Any = torch.float32 if device == "cpu" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32 if device == "cpu" else "auto")
     return model.to(device).eval()
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _release() -> None:
@@ -144,8 +123,9 @@ def kl_to_reference(
     Otherwise the reference stays loaded next to each model and is re-run per batch.
     A model equal to the reference gets exactly 0.
     """
-    device = device or default_device()
-    groups = batches(seqs, batch_size)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = list(range(len(seqs.prompt_ids)))
+    groups = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
     reference = loader(Path(reference_dir), device)
     vocab = int(reference.get_output_embeddings().weight.shape[0])
     cache: list[list[torch.Tensor]] | None = None

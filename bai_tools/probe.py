@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -19,14 +20,20 @@ from bai_core.cli import (
     BaiError,
     UsageError,
     add_verbose,
+    check_out_path,
     deprecated_alias,
     quiet_dependency_warnings,
     run_main,
+    writing,
 )
 from bai_core.config import check_values
-from bai_tools.cli_util import check_out_path, writing
-from bai_tools.generation import Generation, SamplingSettings, generate_vllm
-from bai_tools.prompts import default_prompts_path, load_prompts
+from bai_tools.generation import (
+    Generation,
+    SamplingSettings,
+    default_prompts_path,
+    generate_vllm,
+    load_prompts,
+)
 
 PROG = "bai-probe"
 Generator = Callable[..., Generation]
@@ -37,7 +44,8 @@ class ProbeError(BaiError):
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Reject bad sampling / bucket settings and output paths before any engine starts."""
+    """Reject bad sampling / bucket settings, output paths and candidates before any engine
+    starts."""
     for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
@@ -53,6 +61,8 @@ def check_settings(args: argparse.Namespace) -> None:
     typed = getattr(args, SPELLED, None) or {}  # an old spelling is named as the user typed it
     check_out_path(args.json, typed.get("json", "--json"))
     check_out_path(args.png, typed.get("png", "--png"), (".png",))
+    for model in args.models:
+        check_model_dir(model)
 
 
 def check_model_dir(path: Path) -> Path:
@@ -71,16 +81,10 @@ def candidate_names(paths: Sequence[Path]) -> list[str]:
 
 
 def run_probe(
-    model_dirs: Sequence[Path],
-    prompts_path: Path,
-    settings: SamplingSettings,
-    *,
-    input_key: str = "prompt",
-    generate: Generator = generate_vllm,
-    generate_kwargs: dict[str, Any] | None = None,
-    bucket_width: int = 100,
-    num_buckets: int = 20,
-    include_samples: bool = True,
+    model_dirs: Sequence[Path], prompts_path: Path, settings: SamplingSettings, *,
+    input_key: str = "prompt", generate: Generator = generate_vllm,
+    generate_kwargs: dict[str, Any] | None = None, bucket_width: int = 100,
+    num_buckets: int = 20, include_samples: bool = True,
 ) -> dict[str, Any]:
     """Sample every candidate (one engine at a time) and summarize; returns the JSON report.
     Raises ProbeError, PromptFileError or GenerationError (one-line messages)."""
@@ -88,29 +92,21 @@ def run_probe(
     prompts = load_prompts(prompts_path, input_key=input_key)
     from bai_tools.probe_summary import summarize_samples  # torch: only once input is checked
 
-    conversations = [p.messages for p in prompts]
     references = [p.reference for p in prompts]
     candidates = []
     for name, model_dir in tqdm(list(zip(candidate_names(dirs), dirs)), desc="candidates"):
-        generation = generate(model_dir, conversations, settings, **(generate_kwargs or {}))
-        summary = summarize_samples(
-            generation.samples,
-            think_close_ids=generation.think_close_ids,
-            references=references,
-            think_open_in_prompt=generation.think_open_in_prompt,
-            bucket_width=bucket_width,
-            num_buckets=num_buckets,
-        )
-        per_sample = summary.pop("per_sample")
+        generation = generate(model_dir, [p.messages for p in prompts], settings,
+                              **(generate_kwargs or {}))
         opened = generation.think_open_in_prompt
-        candidate = {
-            "name": name,
-            "model_dir": str(model_dir),
-            "engine": generation.engine,
-            "think_close_ids": list(generation.think_close_ids),
-            "think_open_in_prompt_ratio": sum(opened) / len(opened),
-            **summary,
-        }
+        summary = summarize_samples(
+            generation.samples, think_close_ids=generation.think_close_ids,
+            references=references, think_open_in_prompt=opened, bucket_width=bucket_width,
+            num_buckets=num_buckets)
+        per_sample = summary.pop("per_sample")
+        candidate = {"name": name,
+                     "model_dir": str(model_dir), "engine": generation.engine,
+                     "think_close_ids": list(generation.think_close_ids),
+                     "think_open_in_prompt_ratio": sum(opened) / len(opened), **summary}
         if include_samples:
             candidate["samples"] = [
                 {**row, "token_ids": list(s.token_ids), "text": s.text}
@@ -119,9 +115,7 @@ def run_probe(
         candidates.append(candidate)
     return {
         "tool": PROG,
-        "settings": {"n": settings.n, "max_tokens": settings.max_tokens,
-                     "temperature": settings.temperature, "top_p": settings.top_p,
-                     "seed": settings.seed, "bucket_width": bucket_width,
+        "settings": {**dataclasses.asdict(settings), "bucket_width": bucket_width,
                      "num_buckets": num_buckets},
         "prompts": {"path": str(prompts_path), "count": len(prompts),
                     "with_reference": sum(r is not None for r in references)},
@@ -159,12 +153,6 @@ def text_table(first: str, items: Sequence[Mapping[str, Any]], names: Sequence[s
     return "\n".join(lines)
 
 
-def format_table(report: Mapping[str, Any]) -> str:
-    """A plain-text comparison table, one row per candidate."""
-    cands = report["candidates"]
-    return text_table("candidate", cands, [c["name"] for c in cands], TABLE_COLUMNS)
-
-
 def _engine_arg(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -173,6 +161,18 @@ def _engine_arg(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def add_sampling_options(p: argparse.ArgumentParser | argparse._ArgumentGroup,
+                         n_dest: str) -> None:
+    """--prompts, -n, --max-tokens and --seed: as bai-probe, bai-sweep-probe, bai-sweep --probe."""
+    p.add_argument("--prompts", type=Path, default=None,
+                   help="JSONL with 'prompt' (+ optional 'answer'/'label'); "
+                   "default: 16 math prompts shipped with bai")
+    p.add_argument("-n", "--n-samples", dest=n_dest, type=int, default=4,
+                   help="samples per prompt (4)")
+    p.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,15 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "think-block closure and math reward before spending a PPO run on them.",
     )
     p.add_argument("models", nargs="+", type=Path, metavar="MODEL_DIR")
-    p.add_argument("--prompts", type=Path, default=None,
-                   help="JSONL with 'prompt' (+ optional 'answer'/'label'); "
-                   "default: 16 math prompts shipped with bai")
+    add_sampling_options(p, "n_samples")
     p.add_argument("--input-key", default="prompt", help="prompt field name (default: prompt)")
-    p.add_argument("-n", "--n-samples", type=int, default=4, help="samples per prompt (4)")
-    p.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto", help="vLLM dtype (auto: the model's)")
     p.add_argument("--no-enforce-eager", dest="enforce_eager", action="store_false",
                    help="let vLLM compile / capture graphs (slower start, faster decode)")
@@ -200,10 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="extra vllm.LLM argument (repeatable)")
     p.add_argument("--bucket-width", type=int, default=100)
     p.add_argument("--num-buckets", type=int, default=20)
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
-    p.add_argument("--png", type=Path, metavar="FILE", help="write a comparison figure (PNG)")
-    deprecated_alias(p, "--json-out", "--json", "json", type=Path)
-    deprecated_alias(p, "--png-out", "--png", "png", type=Path)
+    for name, what in (("json", "the full report as JSON"), ("png", "a comparison figure")):
+        p.add_argument(f"--{name}", type=Path, metavar="FILE", help=f"write {what}")
+        deprecated_alias(p, f"--{name}-out", f"--{name}", name, type=Path)
     p.add_argument("--no-samples", dest="include_samples", action="store_false",
                    help="leave per-sample token ids and texts out of the JSON")
     add_verbose(p)
@@ -211,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bai-probe`: every failure ends in one `bai-probe: error:` line (exit
-    1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
+    """Entry point of `bai-probe` (errors: bai_core.cli's one-line convention)."""
     quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -223,19 +216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     check_settings(args)
-    for model in args.models:
-        check_model_dir(model)
     settings = SamplingSettings(n=args.n_samples, max_tokens=args.max_tokens,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     report = run_probe(
-        args.models, args.prompts or default_prompts_path(), settings,
-        input_key=args.input_key,
+        args.models, args.prompts or default_prompts_path(), settings, input_key=args.input_key,
         generate_kwargs={"dtype": args.dtype, "enforce_eager": args.enforce_eager,
                          "engine_args": dict(args.engine_arg)},
         bucket_width=args.bucket_width, num_buckets=args.num_buckets,
-        include_samples=args.include_samples,
-    )
-    print(format_table(report), flush=True)
+        include_samples=args.include_samples)
+    cands = report["candidates"]
+    print(text_table("candidate", cands, [c["name"] for c in cands], TABLE_COLUMNS), flush=True)
     if args.json:
         with writing("--json", args.json) as path:
             path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

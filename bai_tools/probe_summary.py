@@ -12,6 +12,7 @@ from bai_core.metrics import compute_response_metrics, length_by_outcome, think_
 from bai_core.scoring import answer_part, score_answer
 
 LOG = logging.getLogger(__name__)
+
 Scorer = Callable[[str, str], float]
 
 
@@ -52,65 +53,41 @@ def summarize_samples(
     bucket_width: int = 100,
     num_buckets: int = 20,
 ) -> dict[str, Any]:
-    """Length, clip, think and (where a reference exists) reward metrics of one candidate.
+    """Length, clip, think and (where `references[prompt]` is not None) reward metrics of one
+    candidate: `{"num_samples", "num_prompts", "num_scored", "metrics", "per_sample"}`.
 
-    `references[i]` is the reference answer of prompt i (None: not scored) and
-    `think_open_in_prompt[i]` whether its generation prompt opened `<think>`. Returns
-    `{"num_samples", "num_prompts", "num_scored", "metrics": {bai/... keys}, "per_sample"}`;
-    reward keys are computed over the scored samples only; think keys need `</think>` to be
-    a single token.
+    Reward keys cover the scored samples only; think keys need `</think>` to be one token
+    (think_end_positions matches any of the ids: R1-style vocabularies), else they are left out.
     """
     if not samples:
         raise ValueError("no samples to summarize")
     ids, mask = pad_batch([s.token_ids for s in samples])
     lengths = mask.sum(dim=1)
     truncated = torch.tensor([s.finish_reason == "length" for s in samples], dtype=torch.bool)
-    # think_end_positions matches any of the given ids, so it is only meaningful when
-    # `</think>` is one token (R1-style vocabularies); otherwise the think keys are left out.
-    single = len(think_close_ids) == 1
-    if not single:
+    think_end = think_end_positions(ids, mask, think_close_ids) if len(
+        think_close_ids) == 1 else None
+    if think_end is None:
         LOG.warning("`</think>` is not a single token (%s): think metrics skipped",
                     list(think_close_ids))
-    think_end = think_end_positions(ids, mask, think_close_ids) if single else None
-    metrics = compute_response_metrics(
-        lengths,
-        truncated=truncated,
-        think_end=think_end,
-        bucket_width=bucket_width,
-        num_buckets=num_buckets,
-    )
-    rewards: list[float | None] = []
-    scorer = scorer or score_answer
-    for s in samples:
-        reference = references[s.prompt_index]
-        opened = bool(think_open_in_prompt and think_open_in_prompt[s.prompt_index])
-        rewards.append(
-            None if reference is None else probe_reward(s.text, reference, opened, scorer)
-        )
+    buckets = {"bucket_width": bucket_width, "num_buckets": num_buckets}
+    metrics = compute_response_metrics(lengths, truncated=truncated, think_end=think_end,
+                                       **buckets)
+    opened = think_open_in_prompt or [False] * (max(s.prompt_index for s in samples) + 1)
+    rewards = [None if references[s.prompt_index] is None else probe_reward(
+        s.text, references[s.prompt_index], bool(opened[s.prompt_index]), scorer or score_answer)
+        for s in samples]
     scored = [i for i, r in enumerate(rewards) if r is not None]
     if scored:
         rows = torch.tensor(scored, dtype=torch.long)
         reward_tensor = torch.tensor([rewards[i] for i in scored], dtype=torch.float64)
-        reward_metrics = compute_response_metrics(
-            lengths[rows],
-            rewards=reward_tensor,
-            bucket_width=bucket_width,
-            num_buckets=num_buckets,
-        )
-        metrics.update(
-            {k: v for k, v in reward_metrics.items() if not k.startswith("bai/response_length/")}
-        )
+        reward_metrics = compute_response_metrics(lengths[rows], rewards=reward_tensor, **buckets)
+        metrics.update({k: v for k, v in reward_metrics.items()
+                        if not k.startswith("bai/response_length/")})
         metrics.update(length_by_outcome(lengths[rows], reward_tensor))
-    per_sample = [
-        {
-            "prompt_index": s.prompt_index,
-            "length": int(lengths[i]),
-            "finish_reason": s.finish_reason,
-            "think_end": None if think_end is None else int(think_end[i]),
-            "reward": rewards[i],
-        }
-        for i, s in enumerate(samples)
-    ]
+    per_sample = [{"prompt_index": s.prompt_index, "length": int(lengths[i]),
+                   "finish_reason": s.finish_reason,
+                   "think_end": None if think_end is None else int(think_end[i]),
+                   "reward": rewards[i]} for i, s in enumerate(samples)]
     return {
         "num_samples": len(samples),
         "num_prompts": len({s.prompt_index for s in samples}),

@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bai_core.cli import SPELLED, add_verbose, deprecated_alias, quiet_dependency_warnings, run_main
+from bai_core.cli import (
+    SPELLED,
+    add_verbose,
+    check_out_path,
+    deprecated_alias,
+    quiet_dependency_warnings,
+    run_main,
+    writing,
+)
 from bai_core.config import (
     LENGTH_FIELDS,
     REWARD_FIELDS,
@@ -21,7 +29,6 @@ from bai_core.config import (
 )
 from bai_core.constants import JSONL_NAME
 from bai_core.events import DETECTORS, replay
-from bai_tools.cli_util import check_out_path, writing
 from bai_tools.runlog import RunLog, load_runs
 
 PROG = "bai-report"
@@ -61,25 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def detector_config(args: argparse.Namespace) -> BaiConfig:
-    """The thresholds of the parsed flags, checked by the rules `bai-train` applies
-    (bai_core.config): ValueError naming the flag as typed and the bad value."""
+    """The thresholds of the parsed flags, checked by `bai-train`'s rules (ValueError naming
+    the flag as typed)."""
     config = from_namespace(args)
     config.validate("tool", getattr(args, SPELLED, None))
     return config
 
 
 def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
-    """One element of the `--json` output's "runs" list; `warnings` gathers the log's data
-    problems and every disagreement between the flags the run logged and the replay."""
-    steps = run.steps
+    """One element of the `--json` output's "runs" list; `warnings`: the log's data problems
+    and every disagreement between the flags the run logged and the replay."""
+    steps = run.steps or [None]
     return {
-        "name": run.name,
-        "source": str(run.source),
-        "kind": run.kind,
-        "steps": len(steps),
-        "first_step": steps[0] if steps else None,
-        "last_step": steps[-1] if steps else None,
-        **events,
+        "name": run.name, "source": str(run.source), "kind": run.kind,
+        "steps": len(run.steps), "first_step": steps[0], "last_step": steps[-1], **events,
         "warnings": [*run.warnings, *(ev["disagreement"] for ev in events.values()
                                       if ev.get("disagreement"))],
     }
@@ -123,9 +125,8 @@ def describe(entry: Mapping[str, Any]) -> str:
     ])
 
 
-def build_report(
-    specs: Sequence[str], config: BaiConfig | None = None
-) -> tuple[list[RunLog], dict[str, Any]]:
+def build_report(specs: Sequence[str],
+                 config: BaiConfig | None = None) -> tuple[list[RunLog], dict[str, Any]]:
     """Load every RUN and replay it; returns the runs and the JSON-able report."""
     runs = [run for spec in specs for run in load_runs(spec)]
     config = config or BaiConfig()
@@ -160,8 +161,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bai-report`: every failure ends in one `bai-report: error:` line
-    (exit 1; usage errors exit 2); the traceback only with -v or BAI_TRACEBACK=1."""
+    """Entry point of `bai-report` (errors: bai_core.cli's one-line convention)."""
     quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bai_core.cli import iter_text_lines
 from bai_core.constants import JSONL_NAME
-from bai_tools.cli_util import iter_text_lines
 
 TRAIN_PREFIX = "train/"
 
@@ -22,6 +22,9 @@ CURVES: dict[str, tuple[str, ...]] = {
     "think_closed": ("bai/think/closed_ratio",),
     "reward_mean": ("bai/reward/mean", "rollout/reward_mean"),
 }
+
+
+KINDS = {type(None): "null", bool: "boolean", str: "string", list: "array", dict: "object"}
 
 
 class RunLogError(ValueError):
@@ -64,48 +67,32 @@ def normalize_key(key: str) -> str:
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    return float(value) if math.isfinite(value) else None
 
 
-def _kind(value: object) -> str:
-    """How a value that is not a finite number reads in a warning."""
-    if value is None:
-        return "null"
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return str(float(value))  # nan, inf, -inf
-    names = {bool: "boolean", str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)
-
-
-class _Skipped:
-    """Per-key count of values that are not finite numbers, for one warning line per key."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, list] = {}  # key -> [count, first location, kinds]
+class _Skipped(dict):
+    """Per key: [count, first location, kinds] of values that are not finite numbers, for one
+    warning line per key."""
 
     def add(self, key: str, value: object, where: str) -> None:
-        entry = self.keys.setdefault(key, [0, where, []])
+        entry = self.setdefault(key, [0, where, []])
         entry[0] += 1
-        kind = _kind(value)
+        kind = (str(float(value)) if isinstance(value, int | float)  # nan, inf, -inf
+                and not isinstance(value, bool) else KINDS.get(type(value), type(value).__name__))
         if kind not in entry[2]:
             entry[2].append(kind)
 
     def messages(self, source: Path, unit: str) -> list[str]:
-        return [
-            f"{source}: {key!r}: {count} {unit}{'s' if count > 1 else ''} with a value that is "
-            f"not a finite number ({', '.join(kinds)}; first at {where}), ignored"
-            for key, (count, where, kinds) in self.keys.items()
-        ]
+        return [f"{source}: {key!r}: {count} {unit}{'s' if count > 1 else ''} with a value that "
+                f"is not a finite number ({', '.join(kinds)}; first at {where}), ignored"
+                for key, (count, where, kinds) in self.items()]
 
 
 def read_jsonl(path: Path, name: str | None = None) -> RunLog:
     """Parse bai_metrics.jsonl: one object per step with an integer `step`; last write wins.
-
-    Values that are not finite numbers (strings, null, NaN, ...) are ignored with one warning
-    per key in `RunLog.warnings`; a file that is not UTF-8 is an error naming file and line.
-    """
-    run = RunLog(name or _jsonl_name(path), path, "jsonl")
+    Values that are not finite numbers are ignored with one warning per key in `warnings`."""
+    run = RunLog(name or (path.parent.name if path.name == JSONL_NAME else path.stem), path,
+                 "jsonl")
     skipped = _Skipped()
     for where, line in iter_text_lines(path, RunLogError):
         try:
@@ -137,22 +124,13 @@ def read_jsonl(path: Path, name: str | None = None) -> RunLog:
     return run
 
 
-def _jsonl_name(path: Path) -> str:
-    return path.parent.name if path.name == JSONL_NAME else path.stem
-
-
-def _event_dirs(root: Path) -> list[Path]:
-    return sorted({p.parent for p in root.rglob("events.out.tfevents.*") if p.is_file()})
-
-
 def read_tensorboard(log_dir: Path, name: str | None = None) -> RunLog:
     """Read every scalar tag of one TensorBoard run directory (OpenRLHF: prefix `train/`)."""
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
-        raise RunLogError(
-            f"{log_dir}: reading TensorBoard logs needs the `tensorboard` package"
-        ) from None
+        raise RunLogError(f"{log_dir}: reading TensorBoard logs needs the `tensorboard` "
+                          "package") from None
 
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     try:
@@ -192,15 +170,10 @@ def load_runs(spec: str) -> list[RunLog]:
         return [read_jsonl(path, label)]
     if (path / JSONL_NAME).is_file():
         return [read_jsonl(path / JSONL_NAME, label or path.name)]
-    dirs = _event_dirs(path)
+    dirs = sorted({p.parent for p in path.rglob("events.out.tfevents.*") if p.is_file()})
     if not dirs:
-        raise RunLogError(
-            f"{path}: neither {JSONL_NAME} nor TensorBoard event files found"
-        )
+        raise RunLogError(f"{path}: neither {JSONL_NAME} nor TensorBoard event files found")
     if len(dirs) == 1:
         return [read_tensorboard(dirs[0], label or path.name)]
-    runs = []
-    for d in dirs:
-        rel = d.relative_to(path).as_posix()
-        runs.append(read_tensorboard(d, f"{label or path.name}/{rel}"))
-    return runs
+    return [read_tensorboard(d, f"{label or path.name}/{d.relative_to(path).as_posix()}")
+            for d in dirs]

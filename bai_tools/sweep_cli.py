@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bai_core.cli import UsageError, add_verbose, quiet_dependency_warnings, run_main
+from bai_tools.probe import add_sampling_options
 
 PROG = "bai-sweep"
 SIZE_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9}  # as mergekit's --out-shard-size
@@ -18,10 +19,8 @@ SIZE_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9}  # as mergekit's --out-shar
 
 def _floats(text: str) -> tuple[float, ...]:
     """`0.1,0.5` -> (0.1, 0.5); "" -> ()."""
-    if not text.strip():
-        return ()
     try:
-        return tuple(float(x) for x in text.split(","))
+        return tuple(float(x) for x in text.split(",")) if text.strip() else ()
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be comma-separated numbers, got {text!r}") from None
@@ -31,10 +30,9 @@ def _shard_size(text: str) -> int:
     """`500M`, `2B`, `1000000` -> a positive int; anything else is refused by value."""
     raw = text.strip()
     scale = SIZE_SUFFIXES.get(raw[-1:].lower(), 1)
-    digits = raw[:-1] if scale != 1 else raw
     try:
-        size = int(float(digits) * scale) if digits else -1
-    except ValueError:
+        size = int(float(raw[:-1] if scale != 1 else raw) * scale)
+    except (ValueError, OverflowError):
         size = -1
     if size <= 0:
         raise argparse.ArgumentTypeError(
@@ -60,18 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe = p.add_argument_group("--probe: sample every candidate (as bai-sweep-probe)")
     probe.add_argument("--probe", action="store_true",
                        help="after the grid is written, probe it (bai_tools.sweep_probe)")
-    probe.add_argument("--prompts", type=Path, default=None,
-                       help="prompt file (default: the probe's 16 built-in math prompts)")
-    probe.add_argument("-n", "--n-samples", dest="n", type=int, default=4,
-                       help="samples per prompt (4)")
-    probe.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
-    probe.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    add_sampling_options(probe, "n")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: one `bai-sweep: error: ...` line per failure (usage errors exit 2,
-    SIGTERM/SIGINT 128 + signal, others 1); the traceback with -v or BAI_TRACEBACK=1."""
+    """Entry point (bai_core.cli's errors; SIGTERM/SIGINT exit 128 + signal)."""
     quiet_dependency_warnings()
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -81,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bai_mergekit.errors import merge_signals
+    from bai_mergekit.output import merge_signals
     from bai_mergekit.sweep import run_sweep
 
     for name, value in (("-n", args.n), ("--max-tokens", args.max_tokens)):

@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bai_core.cli import BaiError, add_verbose, quiet_dependency_warnings, run_main
-from bai_tools.generation import SamplingSettings, render_prompts
-from bai_tools.probe import run_probe, text_table
-from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+from bai_tools.generation import (
+    PromptFileError,
+    SamplingSettings,
+    default_prompts_path,
+    load_prompts,
+    render_prompts,
+)
+from bai_tools.probe import add_sampling_options, run_probe, text_table
 
 if TYPE_CHECKING:  # torch loads only once the sweep folder and prompts have been checked
     from bai_tools.policy_kl import PolicyKL, Sequences
@@ -25,7 +30,7 @@ if TYPE_CHECKING:  # torch loads only once the sweep folder and prompts have bee
 LOG = logging.getLogger(__name__)
 PROG = "bai-sweep-probe"
 JSON_NAME, PNG_NAME = "sweep-probe.json", "sweep-probe.png"
-# The paper's two answers for alpha (arXiv 2509.00309, DESIGN.md section 1).
+# The paper's two answers for alpha (arXiv 2509.00309).
 PAPER_CHOICES = {"best_benchmarks": [0.1], "most_stable": [0.5, 0.6]}
 
 
@@ -34,34 +39,26 @@ class SweepProbeError(BaiError):
 
 
 @dataclass(frozen=True)
-class SweepCandidate:
-    """One grid point of the sweep, as its folder and ratios."""
+class SweepModel:
+    """A candidate (a grid point: its folder and ratios) or an input of the recipe."""
 
-    name: str
+    name: str  # a candidate's folder name, an input's reference in the recipe
     model_dir: Path
-    base_weight: float
-    weights: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class SweepInput:
-    """One input of the recipe: the base, or a non-base (SFT) model."""
-
-    ref: str
-    model_dir: Path
-    role: str  # "base" | "sft" | "reasoning"
+    role: str = "candidate"  # inputs: "base" | "sft" | "reasoning"
+    base_weight: float | None = None
+    weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class SweepLayout:
     """What a sweep folder holds: candidates, inputs, and which input is the reasoning model."""
 
-    candidates: list[SweepCandidate]
-    inputs: list[SweepInput]
+    candidates: list[SweepModel]
+    inputs: list[SweepModel]
     reasoning_chosen_by: str
 
     @property
-    def reasoning(self) -> SweepInput:
+    def reasoning(self) -> SweepModel:
         return next(i for i in self.inputs if i.role == "reasoning")
 
 
@@ -72,8 +69,7 @@ def _model_ref(value: Any) -> tuple[str | None, set[str]]:
         return value, {value}
     if not isinstance(value, dict):
         return None, set()
-    names = [value.get(k) for k in ("path", "hub_id", "model")]
-    names = [n for n in names if isinstance(n, str)]
+    names = [n for n in (value.get(k) for k in ("path", "hub_id", "model")) if isinstance(n, str)]
     return (names[0] if names else None), set(names)
 
 
@@ -98,6 +94,8 @@ def resolve_model(ref: str, out_root: Path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -107,37 +105,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _ratios(entry: dict[str, Any], cfg: dict[str, Any], where: Path) -> tuple[float, list]:
-    params = cfg.get("parameters") or {}
-    alpha = entry.get("base_weight", params.get("base_weight"))
-    weights = entry.get("weights")
-    if weights is None:
-        weights = [(m.get("parameters") or {}).get("weight") for m in cfg.get("models") or []
-                   if isinstance(m, dict)]
-    if not isinstance(alpha, (int, float)) or not weights or not all(
-        isinstance(w, (int, float)) for w in weights
-    ):
-        raise SweepProbeError(f"{where}: no scalar base_weight / weights for this candidate")
-    return float(alpha), [float(w) for w in weights]
-
-
 def choose_reasoning(
     model_refs: Sequence[str], aliases: dict[str, set[str]], dirs: dict[str, Path],
     config_source: Any, override: str | None, out_root: Path,
 ) -> tuple[str, str]:
-    """(ref of the reasoning model, how it was chosen).
-
-    The `reasoning` override (a path, or an input's folder name or recipe name) wins; else
-    the recipe's `parameters.config_source` when it names a non-base model; else the last
-    listed non-base model.
-    """
+    """(ref of the reasoning model, how it was chosen): the `override` (a path, or an input's
+    folder or recipe name), else `config_source` naming a non-base model, else the last one."""
     def match(name: str) -> str | None:
         for ref in model_refs:
             if name in aliases[ref] or name == dirs[ref].name:
                 return ref
-        path = Path(name).expanduser()
-        if (path / "config.json").is_file():
-            return next((r for r in model_refs if dirs[r] == path.resolve()), None)
         try:
             where = resolve_model(name, out_root)
         except SweepProbeError:
@@ -183,36 +160,37 @@ def read_sweep(out_root: Path, reasoning: str | None = None) -> SweepLayout:
         model_dir = Path(folder) if Path(folder).is_absolute() else out_root / folder
         if not (model_dir / "config.json").is_file():
             raise SweepProbeError(f"candidate folder missing or incomplete: {model_dir}")
-        cfg_path = model_dir / "mergekit_config.yml"
-        cfg = _read_yaml(cfg_path) if cfg_path.is_file() else {}
-        alpha, weights = _ratios(entry, cfg, model_dir)
-        candidates.append(SweepCandidate(model_dir.name, model_dir, alpha, tuple(weights)))
+        cfg = _read_yaml(model_dir / "mergekit_config.yml")
+        alpha = entry.get("base_weight", (cfg.get("parameters") or {}).get("base_weight"))
+        weights = entry.get("weights") or [(m.get("parameters") or {}).get("weight")
+                                           for m in cfg.get("models") or [] if isinstance(m, dict)]
+        if not weights or not all(isinstance(x, (int, float)) for x in (alpha, *weights)):
+            raise SweepProbeError(f"{model_dir}: no scalar base_weight / weights for this "
+                                  "candidate")
+        candidates.append(SweepModel(model_dir.name, model_dir, base_weight=float(alpha),
+                                     weights=tuple(float(w) for w in weights)))
         configs.append(cfg)
     cfg = next((c for c in configs if c), {})
-    base_ref, _ = _model_ref(index.get("base_model"))
-    if base_ref is None:
-        base_ref, _ = _model_ref(cfg.get("base_model"))
+    base_ref = _model_ref(index.get("base_model"))[0] or _model_ref(cfg.get("base_model"))[0]
     listed = index.get("models") if isinstance(index.get("models"), list) else cfg.get("models")
     refs = [_model_ref(m) for m in listed or []]
     model_refs = [r for r, _ in refs if r]
     aliases = {r: a for r, a in refs if r}
     if base_ref is None or not model_refs:
-        raise SweepProbeError(
-            f"{out_root}: cannot tell the inputs (no base_model/models in sweep.json or in "
-            "a candidate's mergekit_config.yml)"
-        )
+        raise SweepProbeError(f"{out_root}: cannot tell the inputs (no base_model/models in "
+                              "sweep.json or in a candidate's mergekit_config.yml)")
     dirs = {ref: resolve_model(ref, out_root) for ref in [base_ref, *model_refs]}
     source = index.get("config_source")
-    if not isinstance(source, str):
-        source = (cfg.get("parameters") or {}).get("config_source")
+    source = source if isinstance(source, str) else (cfg.get("parameters") or {}).get(
+        "config_source")
     chosen, how = choose_reasoning(model_refs, aliases, dirs, source, reasoning, out_root)
-    inputs = [SweepInput(base_ref, dirs[base_ref], "base")]
+    inputs = [SweepModel(base_ref, dirs[base_ref], "base")]
     seen = {dirs[base_ref]}
     for ref in model_refs:
         if dirs[ref] in seen and ref != chosen:
             continue
         seen.add(dirs[ref])
-        inputs.append(SweepInput(ref, dirs[ref], "reasoning" if ref == chosen else "sft"))
+        inputs.append(SweepModel(ref, dirs[ref], "reasoning" if ref == chosen else "sft"))
     return SweepLayout(candidates, inputs, how)
 
 
@@ -231,10 +209,8 @@ def reasoning_sequences(reasoning: dict[str, Any], prompts: Path, input_key: str
     tokenizer = AutoTokenizer.from_pretrained(reasoning["model_dir"])
     _, prompt_ids = render_prompts(tokenizer, conversations)
     samples = reasoning["samples"]
-    return Sequences(
-        prompt_ids=tuple(tuple(prompt_ids[s["prompt_index"]]) for s in samples),
-        response_ids=tuple(tuple(s["token_ids"]) for s in samples),
-    )
+    return Sequences(tuple(tuple(prompt_ids[s["prompt_index"]]) for s in samples),
+                     tuple(tuple(s["token_ids"]) for s in samples))
 
 
 ENTRY_KEYS = ("name", "kind", "role", "model_dir", "base_weight", "weights", "weight_set",
@@ -249,25 +225,16 @@ def build_report(
     """The sweep-probe JSON: one entry per candidate then per input (keys ENTRY_KEYS)."""
     from bai_tools.policy_kl import DEFINITION, ESTIMATOR
 
-    models: list[SweepCandidate | SweepInput] = [*layout.candidates, *layout.inputs]
     entries = []
-    for model, cand, kl in zip(models, probed["candidates"], kls, strict=True):
-        is_cand = isinstance(model, SweepCandidate)
-        entries.append({
-            "name": cand["name"],
-            "kind": "candidate" if is_cand else "input",
-            "role": None if is_cand else model.role,
-            "model_dir": cand["model_dir"],
-            "base_weight": model.base_weight if is_cand else None,
-            "weights": list(model.weights) if is_cand else None,
-            "weight_set": weight_set_label(model.weights) if is_cand else None,
-            "num_samples": cand["num_samples"],
-            "num_prompts": cand["num_prompts"],
-            "num_scored": cand["num_scored"],
-            "metrics": cand["metrics"],
-            "kl_to_reasoning": kl.kl_to_reasoning,
-            "kl_from_reasoning": kl.kl_from_reasoning,
-        })
+    for model, cand, kl in zip([*layout.candidates, *layout.inputs], probed["candidates"], kls,
+                               strict=True):
+        is_cand = model.role == "candidate"
+        ratios = (model.base_weight, list(model.weights), weight_set_label(model.weights)) if (
+            is_cand) else (None, None, None)
+        entries.append(dict(zip(ENTRY_KEYS, (
+            cand["name"], "candidate" if is_cand else "input", None if is_cand else model.role,
+            cand["model_dir"], *ratios, *(cand[k] for k in ENTRY_KEYS[7:11]),
+            kl.kl_to_reasoning, kl.kl_from_reasoning), strict=True)))
     reasoning = next(e for e in entries if e["role"] == "reasoning")
     return {
         "tool": PROG,
@@ -284,16 +251,9 @@ def build_report(
 
 
 def probe_sweep_dir(
-    out_root: Path,
-    prompts: Path | None,
-    n: int,
-    max_tokens: int,
-    seed: int,
-    *,
-    reasoning: str | None = None,
-    input_key: str = "prompt",
-    generate_kwargs: dict[str, Any] | None = None,
-    kl_device: str | None = None,
+    out_root: Path, prompts: Path | None, n: int, max_tokens: int, seed: int, *,
+    reasoning: str | None = None, input_key: str = "prompt",
+    generate_kwargs: dict[str, Any] | None = None, kl_device: str | None = None,
     kl_batch_size: int = 8,
 ) -> Path:
     """Probe every candidate of the sweep in `out_root` and its inputs; write sweep-probe.json
@@ -359,13 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Probe every candidate of a bai-sweep OUT_ROOT and its inputs "
         "(KL to the reasoning model included); write sweep-probe.json and sweep-probe.png there.")
     p.add_argument("out_root", type=Path, metavar="OUT_ROOT")
-    p.add_argument("--prompts", type=Path, default=None,
-                   help="JSONL prompt file (default: 16 math prompts shipped with bai)")
+    add_sampling_options(p, "n")
     p.add_argument("--input-key", default="prompt", help="prompt field name (default: prompt)")
-    p.add_argument("-n", "--n-samples", dest="n", type=int, default=4,
-                   help="samples per prompt (4)")
-    p.add_argument("--max-tokens", type=int, default=256, help="generation limit (256)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument("--reasoning", default=None,
                    help="the reasoning input (folder name or path); default: the recipe's "
                    "config_source, else the last non-base model")

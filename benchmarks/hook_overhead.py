@@ -47,9 +47,9 @@ def workspace(root: Path) -> Path:
         shutil.rmtree(ws, ignore_errors=True)
         write_tiny_family(ws / "fam")
         (ws / "merge.yaml").write_text(MERGE)
-        with open(ws / "prompts.jsonl", "w", encoding="utf-8") as fh:
-            for i in range(16):
-                fh.write(json.dumps({"prompt": f"What is {i} + {i}?", "label": str(2 * i)}) + "\n")
+        (ws / "prompts.jsonl").write_text("".join(
+            json.dumps({"prompt": f"What is {i} + {i}?", "label": str(2 * i)}) + "\n"
+            for i in range(16)), encoding="utf-8")
         subprocess.run([str(BIN / "mergekit-yaml"), "merge.yaml", "actor"], cwd=ws, check=True,
                        capture_output=True)
     return ws
@@ -81,10 +81,9 @@ def run(ws: Path, name: str, disabled: bool, episodes: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name}: exit {proc.returncode}, see {ws / (name + '.log')}")
     out = ws / "runs" / name
-    hook_ms = []
-    if (out / "bai_metrics.jsonl").is_file():
-        rows = [json.loads(x) for x in (out / "bai_metrics.jsonl").read_text().splitlines()]
-        hook_ms = [r["bai/perf/hook_ms"] for r in rows if "bai/perf/hook_ms" in r]
+    jsonl = out / "bai_metrics.jsonl"
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()] if jsonl.is_file() else []
+    hook_ms = [r["bai/perf/hook_ms"] for r in rows if "bai/perf/hook_ms" in r]
     return {"wall": wall, "steps": step_times(out / "tensorboard"), "hook_ms": hook_ms}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -62,14 +63,7 @@ def params(path: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(path / "model.safetensors", "pt") as f:
-        return sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -173,10 +167,11 @@ def main() -> None:
                 wall, rss = wall + w, max(rss, r)
             results[name].append((wall, rss))
             print(f"[rep {rep}] {name}: {wall:.1f}s, {rss:.2f} GiB", file=sys.stderr)
-            for leftover in ("o", "inter", "sweep", *(f"floor{i}" for i in range(4)),
-                             *(f"sep{i}" for i in range(4))):
-                p = work / leftover
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            for p in work.iterdir():  # the outputs; the recipes stay
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.suffix != ".yaml":
+                    p.unlink()
     best = {k: min(v) for k, v in results.items()}
     bai = best["bai (mergekit-yaml)"][0]
     print(f"\nModels: 3 x {n_params / 1e9:.2f}B parameters, bf16 "
@@ -186,12 +181,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, (wall, rss) in best.items():
         print(f"| {name} | {wall:.1f} | {rss:.2f} | {wall / bai:.2f} |")
-    two, lin, floor = (best[k][0] for k in ("two-stage (mergekit-multi)",
-                                             "folded linear (mergekit-yaml)",
-                                             "I/O floor (read 3 + write 1)"))
-    sweep, sep = best["bai-sweep K=4"][0], best["4 separate bai merges"][0]
-    floor4 = best["I/O floor (read 3 + write 4)"][0]
-    startup = best["mergekit-yaml start-up (--help)"][0]
+    two, lin, floor, sweep, sep, floor4, startup = (best[k][0] for k in (
+        "two-stage (mergekit-multi)", "folded linear (mergekit-yaml)",
+        "I/O floor (read 3 + write 1)", "bai-sweep K=4", "4 separate bai merges",
+        "I/O floor (read 3 + write 4)", "mergekit-yaml start-up (--help)"))
     summary = {
         "two_stage_over_bai": two / bai, "bai_over_folded_linear": bai / lin,
         "bai_over_io_floor": bai / floor,

@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
+import timeit
 
 import torch
 
@@ -39,25 +39,16 @@ def build_experiences(n: int, max_len: int, micro: int, prompt: int, seed: int =
         rows = torch.arange(lens.numel())
         c = closed[s : s + micro]
         seq[rows[c], prompt + think_at[s : s + micro][c]] = THINK_ID
-        exps.append(Experience(
-            sequences=seq,
-            action_mask=mask,
-            response_length=lens.clone(),
-            truncated=lens == max_len,
-            info={"reward": rewards[s : s + micro].clone(),
-                  "kl": rewards[s : s + micro] * 0.01},
-        ))
+        exps.append(Experience(sequences=seq, action_mask=mask, response_length=lens.clone(),
+                               truncated=lens == max_len,
+                               info={"reward": rewards[s : s + micro].clone(),
+                                     "kl": rewards[s : s + micro] * 0.01}))
     return exps, lengths, think_at, closed, rewards
 
 
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs) * 1000.0
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats)) * 1000.0
 
 
 def main() -> None:

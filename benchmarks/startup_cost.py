@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 
 PTH = Path(sysconfig.get_paths()["purelib"]) / "bai.pth"
-
-
 CODES = ("pass", "import openrlhf")
 
 
@@ -54,11 +52,9 @@ def main() -> None:
             for code in CODES:
                 with_hook[code].append(once(code))
             PTH.rename(aside)
-            try:
-                for code in CODES:
-                    without[code].append(once(code))
-            finally:
-                aside.rename(PTH)
+            for code in CODES:
+                without[code].append(once(code))
+            aside.rename(PTH)
     finally:
         if aside.exists() and not PTH.exists():
             aside.rename(PTH)

@@ -10,8 +10,8 @@ import yaml
 from conftest import SPEC, bai_config, leftovers, mergekit_yaml
 from safetensors.torch import load_file, save_file
 
+from bai_core.merge_math import BaiMergeError
 from bai_demo.toy_models import write_tiny_family
-from bai_mergekit.errors import BaiMergeError
 from bai_mergekit.output import MARKER, write_marker
 
 

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from bai_mergekit.errors import BaiMergeError
-from bai_mergekit.formula import bai_merge, coefficients
+from bai_core.merge_math import BaiMergeError, bai_merge, coefficients
 
 
 def reference(base, models, weights, alpha, normalize=True):

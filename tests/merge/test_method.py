@@ -4,7 +4,7 @@ import pytest
 import torch
 from mergekit.merge_methods import get, merge_tensors
 
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError
 
 
 def test_registered_under_its_name_with_the_paper_reference():

@@ -19,8 +19,8 @@ from mergekit.config import MergeConfiguration
 from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
+from bai_core.merge_math import BaiMergeError
 from bai_demo.toy_models import TinySpec, write_tiny_family
-from bai_mergekit.errors import BaiMergeError
 from bai_mergekit.output import MARKER, OWNER
 from bai_mergekit.sweep import run_sweep
 

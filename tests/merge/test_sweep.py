@@ -8,7 +8,7 @@ import yaml
 from conftest import bai_config, leftovers, load_model, mergekit_yaml, run_cli
 from mergekit.io import LazyTensorLoader
 
-from bai_mergekit.errors import BaiMergeError
+from bai_core.merge_math import BaiMergeError
 from bai_mergekit.sweep import run_sweep
 
 

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 from bai_tools import probe
-from bai_tools.generation import SamplingSettings, think_open_at_end
-from bai_tools.prompts import PromptFileError, default_prompts_path, load_prompts
+from bai_tools.generation import (
+    PromptFileError,
+    SamplingSettings,
+    default_prompts_path,
+    load_prompts,
+    think_open_at_end,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,12 +1,10 @@
 """Import hook (loaded from bai.pth): extends mergekit and OpenRLHF right after they load.
 
 The one post-import mechanism of bai: a `sys.meta_path` finder that answers only for the module
-names it watches and runs their callbacks after the module body has executed. Watched from the
-start: mergekit's registry, merge and run_yaml modules (the `bai` merge method) and the
-`openrlhf` package (the BAI training hooks, `openrlhf_patches.activate`); code can watch more
-with `when_imported`. Imports nothing at start-up but `sys`, and costs one dict lookup per
-import in processes that never import those packages. Plain classes, not importlib.abc: that
-import alone would cost milliseconds.
+names it watches (mergekit's registry, merge and run_yaml modules for the `bai` merge method,
+the `openrlhf` package for the training hooks, and what `when_imported` adds) and runs their
+callbacks after the module body has executed. Imports nothing at start-up but `sys` (a
+benchmark measures it): plain classes, not importlib.abc, whose import alone costs milliseconds.
 """
 
 import sys
@@ -58,20 +56,22 @@ class _Finder:
     """A sys.meta_path finder that only answers for the watched module names.
 
     It asks the other finders for the real spec; one of them may in turn ask every finder,
-    us included, for the same name: `_busy` (names being resolved, per thread) makes that
-    re-entrant call answer None instead of recursing forever.
+    us included, for the same name: `_busy` ((thread id, name) pairs being resolved) makes
+    that re-entrant call answer None instead of recursing forever.
     """
 
     def __init__(self):
-        self._busy = {}  # thread id -> names this thread is resolving now
+        self._busy = set()
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in _CALLBACKS:
             return None
-        busy = self._busy.setdefault(_thread_id(), set())
-        if fullname in busy:
+        import _thread  # built in and already imported: no start-up cost
+
+        key = (_thread.get_ident(), fullname)
+        if key in self._busy:
             return None
-        busy.add(fullname)
+        self._busy.add(key)
         try:
             for finder in list(sys.meta_path):
                 if finder is self or not hasattr(finder, "find_spec"):
@@ -83,14 +83,7 @@ class _Finder:
                     return spec
             return None
         finally:
-            busy.discard(fullname)
-
-
-def _thread_id():
-    # `_thread` is built in and already imported by the interpreter: no start-up cost.
-    import _thread
-
-    return _thread.get_ident()
+            self._busy.discard(key)
 
 
 def when_imported(name, callback):
@@ -99,10 +92,8 @@ def when_imported(name, callback):
     module = sys.modules.get(name)
     if module is not None:
         _run([callback], module)
-        return
-    callbacks = _CALLBACKS.setdefault(name, [])
-    if callback not in callbacks:
-        callbacks.append(callback)
+    elif callback not in _CALLBACKS.setdefault(name, []):
+        _CALLBACKS[name].append(callback)
 
 
 if not any(type(f).__name__ == "_Finder" and type(f).__module__ == __name__

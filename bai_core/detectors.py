@@ -262,15 +262,9 @@ class RewardHockeyStickDetector(_EpisodeDetector):
         self.rel_drop = self.params["reward_dip_rel"]
         self.abs_drop = self.params["reward_dip_abs"]
 
-    @property
-    def margin(self) -> float | None:
-        base = self.baseline
-        if base is None:
-            return None
-        return max(self.std_mult * self._base.std, self.rel_drop * abs(base), self.abs_drop)
-
     def _judge(self, step: int) -> list[str]:
-        base, margin, sm = self._base.mean, self.margin, self._base.smoothed
+        base, sm = self._base.mean, self._base.smoothed
+        margin = max(self.std_mult * self._base.std, self.rel_drop * abs(base), self.abs_drop)
         if self.onset_step is None:
             if sm < base - margin:
                 self.onset_step = step

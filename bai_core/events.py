@@ -56,7 +56,7 @@ def _normalize(section: str, summary: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = int(out[key])
     # The contract types these as floats: "nothing seen" is ratio 1.0 / depth 0.0.
     for key, neutral in (("min_ratio", 1.0), ("depth", 0.0)):
-        if key in out or key in CONTRACT_KEYS[section]:
+        if key in out:  # contract keys are in by now
             out[key] = neutral if out.get(key) is None else float(out[key])
     return out
 
@@ -111,22 +111,17 @@ def _from_logged_flag(section: str, run: RunLog, steps: list[int],
     return out
 
 
-def replay(
-    run: RunLog, config: BaiConfig | None = None
-) -> dict[str, dict[str, Any]]:
+def replay(run: RunLog, config: BaiConfig | None = None) -> dict[str, dict[str, Any]]:
     """Feed each watched curve step by step to a detector; return their summaries.
 
-    The detector starts fresh, unless the first row of the curve carries the detector state
-    the training hooks log (`bai/detector/length_*`, `bai/detector/reward_*` with a complete
-    baseline, as in the log of a resumed run): then it continues from that state (the
-    training's baseline, onset and minimum) and replays the later rows. Each summary gets
-    `logged` (whether the curve exists), `source_key` (the log key used), `warnings` (the
-    detector's messages, in order), `seeded_from_step` (the row whose logged state was used,
-    or None), `logged_agrees` (whether the flag the run logged matches the replay at every
-    step; None when no flag was logged) and, when it does not, `disagreement` (one line).
-    A log that starts inside an episode the run logged (the flag at 1 in its first row) but
-    without the state to continue from reports that episode: `detected`, `onset_step` None,
-    `onset_before_step` (the first step) and `detected_from` (where that came from).
+    The detector starts fresh, or, when the curve's first row carries the detector state the
+    training hooks log (a complete baseline, as in a resumed run's log), continues from it.
+    Each summary adds `logged` (the curve exists), `source_key` (the log key), `warnings` (the
+    detector's messages), `seeded_from_step` (the row whose state was used, or None),
+    `logged_agrees` (the run's logged flag matches the replay at every step; None without a
+    flag) and, when not, `disagreement` (one line). A log that starts inside an episode the run
+    logged (its flag 1 in the first row) with no state to continue from reports that episode:
+    `onset_step` None, `onset_before_step` (the first step) and `detected_from` (why).
     """
     config = config or BaiConfig()
     events: dict[str, dict[str, Any]] = {}
@@ -143,18 +138,14 @@ def replay(
         for step, value in zip(steps, values, strict=True):
             warnings.extend(detector.update(step, value))
             active[step] = detector.active
-        logged_episode = None if seeded is not None else _from_logged_flag(
-            section, run, *run.curve(curve))
-        if logged_episode is not None:
-            summary = _normalize(section, {**detector.summary(), **logged_episode})
+        episode = None if seeded is not None else _from_logged_flag(section, run,
+                                                                    *run.curve(curve))
+        if episode:
             warnings = []  # the fresh replay's baseline came from steps inside the episode
-        else:
-            summary = _normalize(section, detector.summary())
-        summary["logged"] = bool(active)
-        summary["source_key"] = run.curve_key(curve)
-        summary["warnings"] = warnings
-        summary["seeded_from_step"] = seeded
-        disagreement = None if logged_episode else _disagreement(section, run, active)
+        summary = _normalize(section, {**detector.summary(), **(episode or {})})
+        summary.update(logged=bool(active), source_key=run.curve_key(curve), warnings=warnings,
+                       seeded_from_step=seeded)
+        disagreement = None if episode else _disagreement(section, run, active)
         flag_logged = bool(run.series.get(LOGGED_FLAGS[section]))
         summary["logged_agrees"] = (disagreement is None) if flag_logged else None
         if disagreement:

@@ -6,20 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = [
-    "think_end_positions",
-    "compute_response_metrics",
-    "length_by_outcome",
-    "zero_spread_group_ratio",
-    "bucket_keys",
-]
+__all__ = ["bucket_keys", "compute_response_metrics", "length_by_outcome", "think_end_positions",
+           "zero_spread_group_ratio"]
 
 
-def think_end_positions(
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    think_close_ids: Sequence[int],
-) -> torch.Tensor:
+def think_end_positions(response_ids: torch.Tensor, response_mask: torch.Tensor,
+                        think_close_ids: Sequence[int]) -> torch.Tensor:
     """Offset (in valid response tokens) of the first `</think>` token per row; -1 if none.
 
     `response_ids` and `response_mask` are (B, T); padding may sit on either side, the offset
@@ -68,15 +60,10 @@ def _std(x: torch.Tensor) -> float:
     return float(x.std().item()) if x.numel() > 1 else 0.0
 
 
-def compute_response_metrics(
-    lengths: torch.Tensor,
-    *,
-    truncated: torch.Tensor | None = None,
-    think_end: torch.Tensor | None = None,
-    rewards: torch.Tensor | None = None,
-    bucket_width: int = 100,
-    num_buckets: int = 20,
-) -> dict[str, float]:
+def compute_response_metrics(lengths: torch.Tensor, *, truncated: torch.Tensor | None = None,
+                             think_end: torch.Tensor | None = None,
+                             rewards: torch.Tensor | None = None, bucket_width: int = 100,
+                             num_buckets: int = 20) -> dict[str, float]:
     """All per-batch `bai/` metrics for B responses; keys whose input is None are omitted.
 
     Conventions: std is the sample std (n-1, as OpenRLHF's `rollout/reward_std`; 0 for n=1);
@@ -134,9 +121,8 @@ def compute_response_metrics(
     return out
 
 
-def length_by_outcome(
-    lengths: torch.Tensor, scores: torch.Tensor, threshold: float = 0.5
-) -> dict[str, float]:
+def length_by_outcome(lengths: torch.Tensor, scores: torch.Tensor,
+                      threshold: float = 0.5) -> dict[str, float]:
     """Mean length of correct (score >= threshold) and incorrect responses; empty side omitted."""
     lens = lengths.reshape(-1).to(torch.float64)
     ok = scores.reshape(-1).to(lens.device) >= threshold

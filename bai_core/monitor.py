@@ -26,17 +26,12 @@ __all__ = ["BaiMonitor", "ResponseBatch", "append_row", "default_jsonl", "read_r
 
 def think_close_ids_from_tokenizer(tokenizer: Any, token: str = THINK_CLOSE) -> list[int]:
     """Ids of `token` when it is a single vocabulary entry of `tokenizer`; [] otherwise."""
-    if tokenizer is None:
-        return []
     try:
-        vocab = tokenizer.get_vocab()
-    except Exception:
-        vocab = {}
-    tid = vocab.get(token)
-    if tid is None:
+        tid = tokenizer.get_vocab().get(token)
+    except Exception:  # no tokenizer, or one without a vocabulary
         return []
     unk = getattr(tokenizer, "unk_token_id", None)
-    return [] if unk is not None and tid == unk else [int(tid)]
+    return [] if tid is None or (unk is not None and tid == unk) else [int(tid)]
 
 
 def default_jsonl(output_dir: str | None) -> str:

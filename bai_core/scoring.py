@@ -101,13 +101,8 @@ def score_answer(response: str, reference: str) -> float:
     r = normalize_answer(ref_boxed if ref_boxed is not None else str(reference))
     if not p or not r:
         return 0.0
-    if p == r:
-        return 1.0
-    for a in _candidates(p):
-        for b in _candidates(r):
-            if math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=_ABS_TOL):
-                return 1.0
-    return 0.0
+    return float(p == r or any(math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=_ABS_TOL)
+                               for a in _candidates(p) for b in _candidates(r)))
 
 
 def _candidates(s: str) -> list[float]:

@@ -21,14 +21,10 @@ def kl_is_computed(args: Any) -> bool:
     args or fields (e.g. a test trainer) count as computed.
     """
     kl = getattr(getattr(args, "algo", None), "kl", None)
-    if kl is None:
-        return True
     if getattr(kl, "use_loss", False) is True:
         return False
     coef = getattr(kl, "init_coef", None)
-    if isinstance(coef, int | float) and not isinstance(coef, bool):
-        return coef > 0
-    return True
+    return coef > 0 if isinstance(coef, int | float) and not isinstance(coef, bool) else True
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor | None:

@@ -1,16 +1,13 @@
 """OpenRLHF 0.11.2 custom reward: a reward model with ITS OWN tokenizer scores the response text.
 
-OpenRLHF hands a `--reward.model_name_or_path` model the actor's token ids as they are. A BAI
-actor uses DeepSeek-R1-Distill's tokenizer, which re-purposes Qwen2.5's reserved special-token
-ids (`<think>`, `</think>`, ...), so an RM with another tokenizer would read other tokens. Here
-the text goes instead: `--reward.remote_url path/to/text_rm_reward.py` with
-- BAI_TEXT_RM: the reward model (a transformers sequence-classification model, one label, with
-  its tokenizer and, ideally, its chat template);
-- BAI_TEXT_RM_ACTOR: the actor (its tokenizer strips the actor's chat markup from the text);
-- BAI_TEXT_RM_DEVICE (default "cpu"), BAI_TEXT_RM_MAX_LEN (default 4096 RM tokens).
-The user message is taken back out of the actor's chat template, the response's answer (the
-text after `</think>`, the whole response when it has none) is stripped of the actor's special
-tokens, then both go in the RM's chat template (user, assistant) and the RM's tokenizer.
+OpenRLHF hands a `--reward.model_name_or_path` model the actor's token ids as they are, but a
+BAI actor's tokenizer (DeepSeek-R1-Distill's) re-purposes Qwen2.5's reserved ids (`<think>`,
+...), so an RM with another tokenizer would read other tokens. `--reward.remote_url
+path/to/text_rm_reward.py` hands it text instead: the user message (out of the actor's chat
+template) and the answer (after `</think>`, else the whole response; no actor special tokens),
+in the RM's chat template. Settings: BAI_TEXT_RM (the RM: a one-label sequence-classification
+model with its tokenizer), BAI_TEXT_RM_ACTOR (the actor, for its tokenizer),
+BAI_TEXT_RM_DEVICE (default "cpu"), BAI_TEXT_RM_MAX_LEN (default 4096 RM tokens).
 OpenRLHF loads this file by path, without package context: imports must be absolute.
 """
 

@@ -4,23 +4,9 @@
 # The paper (arXiv 2509.00309) trained in-house Seed-MoE models on 64 GPUs; these recipes
 # are OUR adaptation to public Qwen2.5-Math / DeepSeek-R1-Distill-Qwen checkpoints on one
 # node. Everything below is an env var; the defaults are starting points, not paper facts
-# unless a comment says so.
-#
-# Multi-node: start Ray yourself (head: `ray start --head --num-gpus 8`; others:
-# `ray start --address <head-ip>:6379 --num-gpus 8`), export RAY_ADDRESS=auto and
-# NNODES=<n> on the head, then run the recipe there. Every node needs bai installed (the same
-# Python environment: the hooks arm themselves wherever OpenRLHF loads, and REWARD_PY is the
-# installed module's path) and the model paths (ACTOR, critic/RM) at the same place; the
-# trainer actor runs on the head, so bai_metrics.jsonl, bai_stop.json and TensorBoard land
-# there.
-#
-# Async training (ASYNC=1): OpenRLHF's --train.async_enable; no sleep modes (OpenRLHF refuses
-# them with async), vLLM on its own half of the GPUs, actor and reference on the other half.
-#
-# CPU smoke test (CPU_SMOKE=1): the same recipe through `bai-train --bai.cpu` on a CPU-only
-# machine: one logical GPU per role, one vLLM engine, no colocation, ZeRO-0, eager attention,
-# gloo weight sync. It checks the recipe end to end (merge, data, reward, OpenRLHF's loop, the
-# BAI metrics) with a tiny actor; it says nothing about GPU memory or speed. See the README.
+# unless a comment says so. Multi-node (NNODES, RAY_ADDRESS=auto), async training (ASYNC=1)
+# and the CPU smoke test (CPU_SMOKE=1: `bai-train --bai.cpu`, one logical GPU per role, a tiny
+# actor; it checks the recipe end to end, not GPU memory or speed): see the README.
 set -euo pipefail
 
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

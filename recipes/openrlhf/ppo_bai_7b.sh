@@ -11,12 +11,9 @@
 # init plus lambda < 1, i.e. exactly this setup: CRITIC_INIT and GAE_LAMBDA are explicit so
 # you can separate the causes (e.g. GAE_LAMBDA=1.0, or CRITIC_INIT=$ACTOR).
 #
-# Reward: REWARD_MODEL, a reward model with the actor's tokenizer (R1-Distill's: OpenRLHF
-# hands it the actor's token ids), for the paper's RM + RM-initialized critic (its value head:
-# add --ds.value_head_prefix if it is not "score"); TEXT_RM, a reward model with its own
-# tokenizer, scored on the response text (the critic then starts from the actor: it reads the
-# actor's ids); neither: the rule-based math verifier and a critic from CRITIC_INIT (default:
-# the actor). The run says which in one line.
+# Reward (see reward_args in common.sh): REWARD_MODEL, for the paper's RM + RM-initialized
+# critic (its value head: add --ds.value_head_prefix if it is not "score"); TEXT_RM or the
+# rule-based math verifier, with a critic from CRITIC_INIT (default: the actor).
 # Usage: [ACTOR=./bai-actor] [REWARD_MODEL=...] [NGPUS=8] recipes/openrlhf/ppo_bai_7b.sh [--extra flags]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

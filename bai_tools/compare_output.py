@@ -42,6 +42,8 @@ def summarize_run(run: RunLog, params: Mapping[str, Mapping[str, Any]] | None = 
     """Detector summaries (bai_core.events.replay, as bai-report) and the curves' end points."""
     events = replay(run, params)
     lc, hs = events["length_collapse"], events["reward_hockey_stick"]
+    if "recovered_step" not in lc:  # the core's summaries name it recovery_step
+        lc = {**lc, "recovered_step": lc.get("recovery_step")}
     return {
         "steps": len(run.steps),
         "length_collapse": {k: lc.get(k) for k in ("detected", "onset_step", "min_ratio",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bai_core.cli import BaiError, UsageError, add_verbose, quiet_dependency_warnings, run_main
-from bai_tools.compare_runs import RunPlan, RunResult, dry_run_argv, flag_value, train_actor
+from bai_tools.compare_runs import RunPlan, RunResult, dry_run_argv, train_actor
+from openrlhf_patches.argv import flag_value
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-compare"

@@ -100,17 +100,6 @@ def dry_run_argv(plan: RunPlan, cwd: Path) -> list[str]:
     return [a for a in proc.stdout.decode(errors="replace").split("\0") if a]
 
 
-def flag_value(argv: Sequence[str], flag: str) -> str | None:
-    """The last value given to `flag` in an argv (argparse keeps the last)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
 def budget_args(plan: RunPlan, rollout_batch: int) -> list[str]:
     """Fix the step budget and seed: one episode over `steps x rollout batch` prompts (OpenRLHF
     takes one step per rollout batch), the shared training seed."""

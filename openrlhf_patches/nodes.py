@@ -26,15 +26,14 @@ def local_paths(argv: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def missing_on_nodes(ray: Any, paths: dict[str, str]) -> dict[str, list[str]]:
-    """{flag: [node ids without that path]}, asking each alive node of the cluster."""
+def missing_on_nodes(ray: Any, paths: dict[str, str], nodes: list[str]) -> dict[str, list[str]]:
+    """{flag: [node ids without that path]}, asking each of `nodes` (Ray node ids)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     def exists(candidates: list[str]) -> list[bool]:
         return [os.path.exists(p) for p in candidates]
 
-    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     values = list(paths.values())
     answers = ray.get([exists.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         node, soft=False)).remote(values) for node in nodes], timeout=120)
@@ -51,9 +50,10 @@ def check_paths_on_nodes(ray: Any, argv: Sequence[str]) -> None:
     that cannot run is logged and skipped."""
     try:
         paths = local_paths(argv)
-        if not paths or len([n for n in ray.nodes() if n.get("Alive")]) < 2:
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")] if paths else []
+        if len(nodes) < 2:
             return
-        missing = missing_on_nodes(ray, paths)
+        missing = missing_on_nodes(ray, paths, nodes)
     except Exception as exc:  # a convenience: never block the launch on it
         logger.warning("bai: model paths not checked on the Ray nodes: %r", exc)
         return

@@ -14,7 +14,8 @@ import pytest
 from bai_core.cli import UsageError
 from bai_tools.compare import parse_actor
 from bai_tools.compare_output import markdown_table
-from bai_tools.compare_runs import DONE_MARKER, RunPlan, budget_args, flag_value, is_finished
+from bai_tools.compare_runs import DONE_MARKER, RunPlan, budget_args, is_finished
+from openrlhf_patches.argv import flag_value
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -20,7 +21,7 @@ from bai_core.constants import TRACEBACK_ENV
 
 __all__ = ["BaiError", "UsageError", "add_verbose", "check_out_path", "deprecated_alias",
            "iter_text_lines", "one_line", "quiet_dependency_warnings", "run_main",
-           "traceback_wanted", "writing"]
+           "tool_main", "traceback_wanted", "writing"]
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 SPELLED = "_bai_spelled"  # namespace attribute: dest -> the deprecated spelling used
@@ -116,6 +117,20 @@ def run_main(prog: str, fn: Callable[[], int | None], verbose: bool = False,
         hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
         print(one_line(prog, f"{type(exc).__name__}: {exc}{hint}"), file=sys.stderr)
         return EXIT_FAILURE
+
+
+def tool_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
+              int | None], argv: Sequence[str] | None = None, *, vllm: bool = False,
+              log_format: str = logging.BASIC_FORMAT) -> int:
+    """A tool's `main()`: parse, log at INFO with -v (WARNING without; vLLM's too with `vllm`),
+    then `run(args)` through run_main."""
+    quiet_dependency_warnings()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=log_format)
+    if vllm and not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
+    return run_main(prog, lambda: run(args), args.verbose)
 
 
 def check_out_path(path: Path | None, flag: str, suffixes: Sequence[str] = ()) -> None:

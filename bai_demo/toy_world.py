@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bai_core.cli import BaiError, UsageError, add_verbose, quiet_dependency_warnings, run_main
+from bai_core.cli import BaiError, UsageError, add_verbose, tool_main
 from bai_demo.toy_task import (
     TaskSpec,
     direct_answer,
@@ -363,11 +363,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-toy-world`."""
-    quiet_dependency_warnings()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
-    return run_main(PROG, lambda: _build(args), args.verbose)
+    return tool_main(PROG, build_parser(), _build, argv, log_format="%(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +20,7 @@ from bai_core.cli import (
     add_verbose,
     check_out_path,
     deprecated_alias,
-    quiet_dependency_warnings,
-    run_main,
+    tool_main,
     writing,
 )
 from bai_core.config import check_values
@@ -206,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-probe` (errors: bai_core.cli's one-line convention)."""
-    quiet_dependency_warnings()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read when vllm is imported
-    return run_main(PROG, lambda: _run(args), args.verbose)
+    return tool_main(PROG, build_parser(), _run, argv, vllm=True)
 
 
 def _run(args: argparse.Namespace) -> int:

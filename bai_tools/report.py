@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,8 +14,7 @@ from bai_core.cli import (
     add_verbose,
     check_out_path,
     deprecated_alias,
-    quiet_dependency_warnings,
-    run_main,
+    tool_main,
     writing,
 )
 from bai_core.config import (
@@ -162,10 +160,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-report` (errors: bai_core.cli's one-line convention)."""
-    quiet_dependency_warnings()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    return run_main(PROG, lambda: _run(args), args.verbose)
+    return tool_main(PROG, build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bai_core.cli import BaiError, add_verbose, quiet_dependency_warnings, run_main
+from bai_core.cli import BaiError, add_verbose, tool_main
 from bai_tools.generation import (
     PromptFileError,
     SamplingSettings,
@@ -331,12 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bai-sweep-probe`: one `bai-sweep-probe: error:` line per failure."""
-    quiet_dependency_warnings()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    return run_main(PROG, lambda: _run(args), args.verbose)
+    return tool_main(PROG, build_parser(), _run, argv, vllm=True)
 
 
 def _run(args: argparse.Namespace) -> int:

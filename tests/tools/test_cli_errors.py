@@ -1,4 +1,4 @@
-"""Bad input through the installed `bai-report` / `bai-probe` commands: one error line, no
+"""Bad input through the installed `bai-report` / `bai-probe` / `bai-demo` commands: one error line, no
 traceback, non-zero exit, inputs untouched, nothing written (bai-probe: before vLLM starts)."""
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ CASES = [
     ("bai-probe", ["in/model", "--png", "in/probe.jpg"], "must end in .png, got '.jpg'"),
     ("bai-probe", ["in/model", "--json", "in/out-dir"], "in/out-dir: is a directory"),
     ("bai-probe", ["in/model", "--json", "in/a-file/p.json"], "in/a-file is not a directory"),
+    ("bai-demo", ["--out", "out", "--recipe", "in/none.yaml"], "--recipe in/none.yaml: no such"),
+    ("bai-demo", ["--family", "qwen"], "argument --family: invalid choice: 'qwen'"),
 ]
 
 

@@ -75,7 +75,8 @@ demo: setup
 # the shipped PPO recipe (GAE lambda 0.95, gamma 1.0; critic from the actor: no toy reward model)
 # and REINFORCE++, CPU mode, correctness reward only (the rule-based math verifier), same seed and
 # step budget for every actor; RL lr 1e-4 = a tenth of the toy SFT lr (the paper's 1e-6 is about
-# a tenth of a 7B SFT lr). PAPER_STEPS / PAPER_ALGOS / PAPER_OUT override.
+# a tenth of a 7B SFT lr); reward-by-length buckets of 10 tokens (responses stay under 96).
+# PAPER_STEPS / PAPER_ALGOS / PAPER_OUT override.
 PAPER_OUT ?= paper-out
 PAPER_STEPS ?= 40
 PAPER_ALGOS ?= ppo reinforce_pp
@@ -98,7 +99,8 @@ paper: setup
 			--actor bai-a0.9=$$F/actors/bai-a0.9 \
 			--prompts $$F/prompts/train.jsonl --heldout $$F/prompts/heldout.jsonl \
 			--eval-max-tokens 96 $(PAPER_ENV) $$env \
-			-- --rollout.micro_batch_size 4 --train.micro_batch_size 4 || status=1; \
+			-- --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
+			--bai.bucket_width 10 --bai.num_buckets 10 || status=1; \
 	done; \
 	echo "[paper] tables: $(PAPER_OUT)/*/comparison.md, plots: $(PAPER_OUT)/*/comparison.png"; \
 	exit $${status:-0}

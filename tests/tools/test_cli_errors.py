@@ -1,5 +1,6 @@
-"""Bad input through the installed `bai-report` / `bai-probe` / `bai-demo` commands: one error line, no
-traceback, non-zero exit, inputs untouched, nothing written (bai-probe: before vLLM starts)."""
+"""Bad input through the installed `bai-report` / `bai-probe` / `bai-demo` commands: one error
+line, no traceback, non-zero exit, inputs untouched, nothing written (bai-probe: before vLLM
+starts)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bai_core.cli import BaiError, UsageError, add_verbose, quiet_dependency_warnings, run_main
+from bai_core.cli import BaiError, UsageError, add_verbose, tool_main
 from bai_tools.compare_runs import RunPlan, RunResult, dry_run_argv, train_actor
 from openrlhf_patches.argv import flag_value
 
@@ -300,17 +300,14 @@ def write_comparison(results: Sequence[RunResult], args: argparse.Namespace, pla
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bai-compare`."""
-    quiet_dependency_warnings()
+    """Entry point of `bai-compare` (its arguments after `--` go to the recipe)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
-    return run_main(PROG, lambda: _run(args, extra), args.verbose)
+    return tool_main(PROG, build_parser(), lambda args: _run(args, extra), argv,
+                     log_format="%(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,22 @@ def test_bai_actor_lies_between_on_length(probe):
     assert length["instruct"] < length["bai-a0.5"] < length["reasoning"], length
     assert think["instruct"] < think["bai-a0.5"] < think["reasoning"], think
     assert probe["bai-a0.5"]["bai/response_length/clip_ratio"] <= 0.05, probe["bai-a0.5"]
+
+
+def test_demo_reports_a_failed_merge_in_one_line(small_family, tmp_path):
+    """bai-demo over a recipe that mergekit-yaml refuses: one `bai-demo: error:` line, exit 1,
+    no merged actor left behind."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("merge_method: bai\nbase_model: ./out/base\nmodels:\n"
+                   "  - {model: ./out/instruct, parameters: {weight: 0.5}}\n"
+                   "  - {model: ./out/reasoning, parameters: {weight: 0.5}}\n"
+                   "parameters: {base_weight: 2.0}\n", encoding="utf-8")
+    proc = subprocess.run([str(VENV_BIN / "bai-demo"), "--small", "--out", "out", "--recipe",
+                           str(bad)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "BAI_TRACEBACK"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"bai-demo: error: mergekit-yaml {bad} out/bai-actor failed"), last
+    assert "base_weight" in proc.stderr  # mergekit-yaml's own line names the bad value
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "bai-actor").exists()

@@ -41,9 +41,6 @@ class _Loader:
     def __init__(self, inner, fullname):
         self._inner, self._fullname = inner, fullname
 
-    def create_module(self, spec):
-        return self._inner.create_module(spec)
-
     def exec_module(self, module):
         self._inner.exec_module(module)
         _run(_CALLBACKS.get(self._fullname, ()), module)
@@ -53,12 +50,9 @@ class _Loader:
 
 
 class _Finder:
-    """A sys.meta_path finder that only answers for the watched module names.
-
-    It asks the other finders for the real spec; one of them may in turn ask every finder,
-    us included, for the same name: `_busy` ((thread id, name) pairs being resolved) makes
-    that re-entrant call answer None instead of recursing forever.
-    """
+    """Answers only for the watched names, asking the other finders for the real spec; one of
+    them may in turn ask every finder, us included, for the same name: `_busy` ((thread id,
+    name) pairs being resolved) makes that re-entrant call answer None, not recurse forever."""
 
     def __init__(self):
         self._busy = set()
@@ -73,9 +67,8 @@ class _Finder:
             return None
         self._busy.add(key)
         try:
-            for finder in list(sys.meta_path):
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
+            others = [f for f in sys.meta_path if f is not self and hasattr(f, "find_spec")]
+            for finder in others:
                 spec = finder.find_spec(fullname, path, target)
                 if spec is not None:
                     if spec.loader is not None and not isinstance(spec.loader, _Loader):
@@ -96,6 +89,5 @@ def when_imported(name, callback):
         _CALLBACKS[name].append(callback)
 
 
-if not any(type(f).__name__ == "_Finder" and type(f).__module__ == __name__
-           for f in sys.meta_path):
+if not any(type(f).__name__ == "_Finder" and type(f).__module__ == __name__ for f in sys.meta_path):
     sys.meta_path.insert(0, _Finder())

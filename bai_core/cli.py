@@ -84,9 +84,8 @@ def deprecated_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
 
 
 def quiet_dependency_warnings() -> None:
-    """Hide the one start-up warning torch's CUDA module prints when the deprecated `pynvml`
-    package is installed (openrlhf requires it on a GPU install; our CPU lock leaves it out, as
-    nvidia-ml-py provides the module): users should see our output, not dependency noise."""
+    """Hide torch's start-up warning about the deprecated `pynvml` package (openrlhf needs it on a
+    GPU install; our CPU lock has nvidia-ml-py instead): users should see our output, not noise."""
     warnings.filterwarnings("ignore", message=r".*pynvml package is deprecated.*",
                             category=FutureWarning)
 
@@ -106,14 +105,12 @@ def run_main(prog: str, fn: Callable[[], int | None], verbose: bool = False,
     except KeyboardInterrupt:
         print(one_line(prog, "interrupted"), file=sys.stderr)
         return 130
-    except tuple(expected) as exc:
+    except (Exception, *expected) as exc:  # noqa: BLE001 - any failure (vLLM's too): one line
         if show:
             traceback.print_exc()
-        print(one_line(prog, exc), file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_FAILURE)
-    except Exception as exc:  # noqa: BLE001 - e.g. vLLM failing: one line, traceback on request
-        if show:
-            traceback.print_exc()
+        if isinstance(exc, tuple(expected)):
+            print(one_line(prog, exc), file=sys.stderr)
+            return getattr(exc, "exit_code", EXIT_FAILURE)
         hint = "" if show else f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
         print(one_line(prog, f"{type(exc).__name__}: {exc}{hint}"), file=sys.stderr)
         return EXIT_FAILURE

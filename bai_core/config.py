@@ -8,7 +8,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,7 @@ class BaiConfig:
         values: dict[str, Any] = _read_file(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else {}
         for f in fields(cls):
             var = flag(f.name, "env")
-            raw = env.get(var)
-            if raw:
+            if raw := env.get(var):
                 try:
                     values[f.name] = _PARSE.get(f.type, str)(raw)
                 except ValueError:
@@ -78,14 +77,13 @@ class BaiConfig:
 
     def to_env(self) -> dict[str, str]:
         """BAI_<FIELD> vars that `from_env` reads back as this config."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {flag(k, "env"): str(int(v) if isinstance(v, bool) else v)
-                for k, v in values.items()}
+                for k, v in asdict(self).items()}
 
     def validate(self, style: str = "train", spelled: Mapping[str, str] | None = None) -> None:
         """Raise ValueError for the first invalid option, naming its flag (`style` "train":
         `--bai.<field>`, "tool": `--<field-with-dashes>`, "env": BAI_<FIELD>) and value."""
-        check_values({f.name: getattr(self, f.name) for f in fields(self)}, style, spelled)
+        check_values(asdict(self), style, spelled)
 
     def detector_kwargs(self, names: Iterable[str]) -> dict[str, Any]:
         return {name: getattr(self, name) for name in names}

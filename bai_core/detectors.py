@@ -60,17 +60,12 @@ class _Baseline:
         self.smoothed = smoothed
 
 
-def _get(state: Mapping[str, Any], key: str) -> float | None:
-    """A finite number of `state`, or None (missing, bool, non-finite)."""
+def _get(state: Mapping[str, Any], key: str, kind: type = float) -> Any:
+    """`state[key]` as `kind` if a finite number, else None (missing, bool, non-finite)."""
     value = state.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return float(value)
-
-
-def _step(state: Mapping[str, Any], key: str) -> int | None:
-    value = _get(state, key)
-    return None if value is None else int(value)
+    return kind(float(value))
 
 
 class _EpisodeDetector:
@@ -84,6 +79,7 @@ class _EpisodeDetector:
     LOG_PREFIX = ""
     FIELDS: tuple[str, ...] = ()
     MIN_KEY = "min"  # the logged state's key of the minimum
+    LOG_STD = True  # log the baseline std (the reward margin uses it)
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = set(kwargs) - set(self.FIELDS)
@@ -153,8 +149,8 @@ class _EpisodeDetector:
     def logged_state(self) -> dict[str, float]:
         """What a report needs to continue this detector from a log row (keys without
         LOG_PREFIX; floats; unknown values left out)."""
-        ready = self._base.ready
-        values = {"baseline": self.baseline, "baseline_std": self._base.std if ready else None,
+        log_std = self._base.ready and self.LOG_STD
+        values = {"baseline": self.baseline, "baseline_std": self._base.std if log_std else None,
                   "smoothed": self._base.smoothed, "onset_step": self.onset_step,
                   self.MIN_KEY: self.min_value, "min_step": self.min_step,
                   "recovery_step": self.recovery_step}
@@ -167,12 +163,12 @@ class _EpisodeDetector:
         if base is None or smoothed is None:
             return False
         self._base.seed(base, _get(state, "baseline_std") or 0.0, smoothed)
-        self.onset_step = _step(state, "onset_step")
-        recovery = _step(state, "recovery_step")
+        self.onset_step = _get(state, "onset_step", int)
+        recovery = _get(state, "recovery_step", int)
         if recovery is None:
-            recovery = _step(state, "recovered_step")  # logs written before 0.2
+            recovery = _get(state, "recovered_step", int)  # logs written before 0.2
         self.recovery_step = recovery if self.onset_step is not None else None
-        self.min_value, self.min_step = _get(state, self.MIN_KEY), _step(state, "min_step")
+        self.min_value, self.min_step = _get(state, self.MIN_KEY), _get(state, "min_step", int)
         return True
 
 
@@ -189,6 +185,7 @@ class LengthCollapseDetector(_EpisodeDetector):
     LOG_PREFIX = "bai/detector/length_"
     FIELDS = LENGTH_FIELDS
     MIN_KEY = "min_ratio"
+    LOG_STD = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -229,12 +226,6 @@ class LengthCollapseDetector(_EpisodeDetector):
         super().load_state_dict(state)
         self.last_ratio = state.get("last_ratio")
 
-    def logged_state(self) -> dict[str, float]:
-        """baseline, smoothed, onset_step, min_ratio, min_step, recovery_step."""
-        out = super().logged_state()
-        out.pop("baseline_std", None)
-        return out
-
     def load_logged_state(self, state: Mapping[str, Any]) -> bool:
         if not super().load_logged_state(state):
             return False
@@ -256,15 +247,10 @@ class RewardHockeyStickDetector(_EpisodeDetector):
     LOG_PREFIX = "bai/detector/reward_"
     FIELDS = REWARD_FIELDS
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.std_mult = self.params["reward_dip_std"]
-        self.rel_drop = self.params["reward_dip_rel"]
-        self.abs_drop = self.params["reward_dip_abs"]
-
     def _judge(self, step: int) -> list[str]:
-        base, sm = self._base.mean, self._base.smoothed
-        margin = max(self.std_mult * self._base.std, self.rel_drop * abs(base), self.abs_drop)
+        base, sm, p = self._base.mean, self._base.smoothed, self.params
+        margin = max(p["reward_dip_std"] * self._base.std, p["reward_dip_rel"] * abs(base),
+                     p["reward_dip_abs"])
         if self.onset_step is None:
             if sm < base - margin:
                 self.onset_step = step

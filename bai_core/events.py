@@ -63,11 +63,8 @@ def _normalize(section: str, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def logged_state(run: RunLog, prefix: str, step: int) -> dict[str, float]:
     """Detector state the training hooks logged at `step` (keys without `prefix`)."""
-    return {
-        key[len(prefix):]: values[step]
-        for key, values in run.series.items()
-        if key.startswith(prefix) and step in values
-    }
+    return {key[len(prefix):]: values[step] for key, values in run.series.items()
+            if key.startswith(prefix) and step in values}
 
 
 def _disagreement(section: str, run: RunLog, active: Mapping[int, bool]) -> str | None:
@@ -89,8 +86,9 @@ def _from_logged_flag(section: str, run: RunLog, steps: list[int],
                       values: list[float]) -> dict[str, Any] | None:
     """The episode as the run itself logged it, for a log that starts inside an episode (its
     first row has the detector's flag at 1) without the state to replay from (an older log, a
-    log begun after a resume): onset before the first row, minimum and recovery from the
-    flags (the minimum ratio from the logged smoothed ratio, where there is one)."""
+    log begun after a resume): `onset_step` None, `onset_before_step` (the first step) and
+    `detected_from` (why); minimum and recovery from the flags (the minimum ratio from the
+    logged smoothed ratio, where there is one)."""
     flags = run.series.get(LOGGED_FLAGS[section], {})
     if not steps or flags.get(steps[0], 0.0) < 0.5:
         return None
@@ -98,16 +96,16 @@ def _from_logged_flag(section: str, run: RunLog, steps: list[int],
     recovery = next((s for s in steps if s in flags and flags[s] < 0.5), None)
     during = [(v, s) for s, v in zip(steps, values, strict=True)
               if recovery is None or s < recovery]
-    ratios = run.series.get("bai/detector/length_ratio_smoothed", {})
-    low = min((ratios[s] for _, s in during if s in ratios), default=None)
+    low, low_step = min(during)
     out = {"detected": True, "onset_step": None, "onset_before_step": first,
-           "min_step": min(during)[1], "recovery_step": recovery, "steps_to_recover": None,
-           "min_value": min(during)[0], "depth": None, "rel_depth": None, "baseline": None,
+           "min_step": low_step, "recovery_step": recovery, "steps_to_recover": None,
+           "min_value": low, "depth": None, "rel_depth": None, "baseline": None,
            "detected_from": f"the run's own {LOGGED_FLAGS[section]} = 1 at its first row "
                             f"(step {first}), with no detector state logged to continue from"}
     if section == "length_collapse":
-        out["min_ratio"] = low
-        out["min_value"] = low
+        ratios = run.series.get("bai/detector/length_ratio_smoothed", {})
+        ratio = min((ratios[s] for _, s in during if s in ratios), default=None)
+        out.update(min_ratio=ratio, min_value=ratio)
     return out
 
 
@@ -119,9 +117,8 @@ def replay(run: RunLog, config: BaiConfig | None = None) -> dict[str, dict[str, 
     Each summary adds `logged` (the curve exists), `source_key` (the log key), `warnings` (the
     detector's messages), `seeded_from_step` (the row whose state was used, or None),
     `logged_agrees` (the run's logged flag matches the replay at every step; None without a
-    flag) and, when not, `disagreement` (one line). A log that starts inside an episode the run
-    logged (its flag 1 in the first row) with no state to continue from reports that episode:
-    `onset_step` None, `onset_before_step` (the first step) and `detected_from` (why).
+    flag) and, when not, `disagreement` (one line). A log that starts inside a logged episode,
+    with no state to continue from, reports that episode (see `_from_logged_flag`).
     """
     config = config or BaiConfig()
     events: dict[str, dict[str, Any]] = {}
@@ -138,8 +135,7 @@ def replay(run: RunLog, config: BaiConfig | None = None) -> dict[str, dict[str, 
         for step, value in zip(steps, values, strict=True):
             warnings.extend(detector.update(step, value))
             active[step] = detector.active
-        episode = None if seeded is not None else _from_logged_flag(section, run,
-                                                                    *run.curve(curve))
+        episode = None if seeded is not None else _from_logged_flag(section, run, *run.curve(curve))
         if episode:
             warnings = []  # the fresh replay's baseline came from steps inside the episode
         summary = _normalize(section, {**detector.summary(), **(episode or {})})

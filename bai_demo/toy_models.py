@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -72,13 +72,7 @@ def _qwen2_config(spec: TinySpec, tokenizer, dtype: torch.dtype, max_pos: int):
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=max_pos,
+        **{**asdict(spec), "max_position_embeddings": max_pos},  # same field names
         tie_word_embeddings=False,
         bos_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -95,11 +89,9 @@ def write_tiny_family(
     seed: int = 0,
     delta_scale: float = 0.02,
 ) -> dict[str, Path]:
-    """Write base / instruct / reasoning tiny Qwen2 models that share one base and tokenizer.
-
-    The SFT models are the base plus seeded perturbations, so they are one family; the
-    reasoning model advertises a 4x longer context, as R1-Distill-Qwen does over its base.
-    """
+    """Write base / instruct / reasoning tiny Qwen2 models that share one base and tokenizer:
+    the SFT models are the base plus seeded perturbations, so they are one family; the
+    reasoning model advertises a 4x longer context, as R1-Distill-Qwen does over its base."""
     from transformers import AutoTokenizer, Qwen2ForCausalLM
 
     spec = spec or TinySpec()
@@ -114,13 +106,9 @@ def write_tiny_family(
         max_pos = spec.max_position_embeddings * (4 if role == "reasoning" else 1)
         model = Qwen2ForCausalLM(_qwen2_config(spec, tokenizer, dtype, max_pos))
         gen = torch.Generator().manual_seed(seed * 100 + index)
-        state = {}
-        for name, tensor in base_state.items():
-            if index and tensor.is_floating_point():
-                noise = torch.randn(tensor.shape, generator=gen) * delta_scale
-                tensor = tensor + noise
-            state[name] = tensor
-        model.load_state_dict(state)
+        model.load_state_dict({
+            name: t + torch.randn(t.shape, generator=gen) * delta_scale
+            if index and t.is_floating_point() else t for name, t in base_state.items()})
         model.to(dtype)
         out = root / role
         model.save_pretrained(out)
@@ -144,30 +132,24 @@ def write_smollm_family(
     root: Path, *, dtype: torch.dtype = torch.bfloat16, seed: int = 0, delta_scale: float = 0.15
 ) -> dict[str, Path]:
     """Write a real-weights family from SmolLM2-135M-Instruct: base, instruct and reasoning.
-
     Only one real checkpoint ships offline, so the three roles are that checkpoint plus
     seeded relative perturbations (delta_scale x each tensor's std); the merge still runs on
-    real, generating weights with a real tokenizer and chat template.
-    """
+    real, generating weights with a real tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm_gguf_path()
     LOG.info("Dequantizing %s", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     paths = {}
     for index, role in enumerate(FAMILY_ROLES):
         gen = torch.Generator().manual_seed(seed * 100 + index)
-        state = {}
-        for name, tensor in base_state.items():
-            if index and tensor.is_floating_point() and tensor.ndim > 1:
-                scale = float(tensor.std()) * delta_scale
-                tensor = tensor + torch.randn(tensor.shape, generator=gen) * scale
-            state[name] = tensor
-        model.load_state_dict(state)
+        model.load_state_dict({  # noise relative to each matrix's std; vectors stay as they are
+            name: t + torch.randn(t.shape, generator=gen) * (float(t.std()) * delta_scale)
+            if index and t.is_floating_point() and t.ndim > 1 else t
+            for name, t in base_state.items()})
         out = Path(root) / role
         model.to(dtype).save_pretrained(out)
         model.to(torch.float32)

@@ -20,10 +20,8 @@ def model_path(ref: str) -> str:
 
 def looks_local(path: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else is meant as a filesystem path."""
-    return (
-        path.startswith(("/", ".", "~")) or path.endswith(("/", os.sep)) or "\\" in path
-        or path.count("/") >= 2 or os.sep != "/" and os.sep in path
-    )
+    return (path.startswith(("/", ".", "~")) or path.endswith(("/", os.sep)) or "\\" in path
+            or path.count("/") >= 2 or os.sep != "/" and os.sep in path)
 
 
 def resolve(ref: str) -> tuple[str, str]:
@@ -69,8 +67,7 @@ def check_identities(recipe: Recipe) -> dict[str, str]:
 
 
 def local_inputs(recipe: Recipe) -> list[tuple[str, str]]:
-    """(what, folder) of every local input, the tokenizer source included: an output must
-    never touch them."""
+    """(what, folder) of every local input, tokenizer source included: outputs never touch them."""
     refs = [recipe.base, *recipe.models]
     if recipe.tokenizer_source not in (None, *TOKENIZER_WORDS):
         refs.append(recipe.tokenizer_source)

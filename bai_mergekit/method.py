@@ -26,10 +26,8 @@ from bai_mergekit.output import PAPER_URL
 def bai_merge_method(group: TensorGroup, weight: PerNonBase[float] = 1.0,
                      base_weight: float = 0.5, normalize: bool = True,
                      config_source: str | None = None) -> torch.Tensor:
-    """alpha * base + (1 - alpha) * normalized weighted mean of the other models (fp32 math).
-
-    `config_source` is read by the plugin when it writes config.json; the kernel ignores it.
-    """
+    """alpha * base + (1 - alpha) * normalized weighted mean of the other models (fp32 math);
+    `config_source` is read by the plugin when it writes config.json, the kernel ignores it."""
     base, others = group.base, group.non_base
     try:
         # Rounded once, straight to the input dtype: mergekit casts to `out_dtype` after

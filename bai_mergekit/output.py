@@ -38,12 +38,6 @@ RECEIVED: list[int] = []  # signals caught by merge_signals in this process
 _DEFER = [0]  # > 0 while a section that must not be cut short runs
 
 
-def interrupted(signum: int) -> BaiMergeError:
-    """SIGTERM/SIGINT during a merge: cleaned up like any failure, exit 128 + signal."""
-    name = signal.Signals(signum).name
-    return BaiMergeError(f"interrupted by {name}; partial output removed", 128 + signum)
-
-
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Inside, a caught signal is only recorded in RECEIVED; the caller checks after."""
@@ -55,8 +49,10 @@ def signals_deferred() -> Iterator[None]:
 
 
 def _raise_if_signalled() -> None:
+    """SIGTERM/SIGINT during a merge: cleaned up like any failure, exit 128 + signal."""
     if RECEIVED:
-        raise interrupted(RECEIVED[0])
+        name = signal.Signals(RECEIVED[0]).name
+        raise BaiMergeError(f"interrupted by {name}; partial output removed", 128 + RECEIVED[0])
 
 
 @contextlib.contextmanager
@@ -72,7 +68,7 @@ def merge_signals() -> Iterator[None]:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not break the cleanup
         RECEIVED.append(signum)
         if not _DEFER[0]:
-            raise interrupted(signum)
+            _raise_if_signalled()
 
     RECEIVED.clear()
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
@@ -303,14 +299,10 @@ def card_section(plan: MergePlan) -> str:
 
 def finish_output(out: Path, final_name: str, plan: MergePlan, card: str | None = None,
                   cache_dir: str | None = None, copy_tokenizer: bool = True) -> None:
-    """Finish the still hidden output `out` for mergekit-yaml and bai-sweep alike.
-
-    config.json: the config source's, but for what the merge decides (vocabulary size of the
-    written embeddings, dtype); its generation_config.json; the tokenizer files of
-    `plan.tokenizer` (rows merged by id) with the recipe's `chat_template:` applied as
-    mergekit does; the model card (`card`, else mergekit's README.md, else a title) plus the
-    BAI section.
-    """
+    """Finish the hidden output `out` (mergekit-yaml and bai-sweep alike): the config source's
+    config.json (vocabulary size and dtype as merged) and generation_config.json, the tokenizer
+    files of `plan.tokenizer` with `chat_template:` applied as mergekit does, and the model card
+    (`card`, else mergekit's README.md, else a title) plus the BAI section."""
     def read(path: Path) -> dict:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
 

@@ -93,11 +93,6 @@ def click_errors(verbose: bool = False) -> Iterator[None]:
         raise click_error(error) from None
 
 
-def _mark(wrapper: Callable[..., Any]) -> Callable[..., Any]:
-    wrapper.__bai_wrapped__ = True
-    return wrapper
-
-
 def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
     """Route `merge_method: bai` through run_bai_merge; other methods are untouched."""
     if getattr(run_merge, "__bai_wrapped__", False):
@@ -118,7 +113,8 @@ def wrap_run_merge(run_merge: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             raise click_error(error) from None
 
-    return _mark(wrapper)
+    wrapper.__bai_wrapped__ = True
+    return wrapper
 
 
 def patch_run_yaml(module: ModuleType) -> None:
@@ -146,7 +142,8 @@ def patch_run_yaml(module: ModuleType) -> None:
             finally:
                 GUARD.reset(token)
 
-    module.main.callback = _mark(guarded)
+    guarded.__bai_wrapped__ = True
+    module.main.callback = guarded
 
 
 def patch_merge_module(module: ModuleType) -> None:

@@ -116,12 +116,9 @@ def read_model_config(folder: str) -> dict[str, Any]:
 
 
 def check_implied_tensors(ref: Any, config: dict[str, Any], table: Table) -> None:
-    """Every tensor the model's own config implies must be stored (mergekit's weight list).
-
-    Optional weights are required only when tied to another one and the config unties them
-    (`lm_head.weight` with `tie_word_embeddings: false`): mergekit would otherwise fill them
-    from the tensor they are tied to.
-    """
+    """Every tensor the model's own config implies must be stored (mergekit's weight list); an
+    optional one only when the config unties it from the tensor mergekit would otherwise fill
+    it from (`lm_head.weight` with `tie_word_embeddings: false`)."""
     from mergekit.architecture import arch_info_for_config
 
     try:
@@ -179,9 +176,7 @@ def check_vocabulary(configs: dict[Any, dict[str, Any]], base: Any) -> bool:
         return False
     base_by_id = {i: t for t, i in base_vocab.items()}
     complete = True
-    for ref in configs:
-        if ref == base:
-            continue
+    for ref in [r for r in configs if r != base]:
         vocab = _vocab(ref)
         complete = complete and vocab is not None
         for token, idx in sorted((vocab or {}).items(), key=lambda item: item[1]):

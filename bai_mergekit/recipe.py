@@ -123,8 +123,7 @@ def check_setting(value: Any, where: str, low: float, high: float | None = None)
         if "value" not in item:
             raise BaiMergeError(f"filtered {where} entry {_short(item)} has no `value:`")
         if "filter" in item and not isinstance(item["filter"], str):
-            raise BaiMergeError(f"filter of {where} must be a string, got "
-                                f"{_short(item['filter'])}")
+            raise BaiMergeError(f"filter of {where} must be a string, got {_short(item['filter'])}")
         _check_number(item["value"], where, low, high)
 
 
@@ -196,9 +195,8 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
                             f"{_short(normalize)}")
     if normalize and all(_is_number(w) for w in weights) and sum(weights) == 0:
         raise BaiMergeError(f"weights must not all be zero, got {[float(w) for w in weights]}")
-    config_source = params.get("config_source")
-    if "config_source" in params:
-        config_source = _model_string(config_source, "parameters.config_source")
+    config_source = (_model_string(params["config_source"], "parameters.config_source")
+                     if "config_source" in params else None)
     dtype = _dtype(raw, "dtype")
     dtype = _dtype(raw, "out_dtype") or dtype
     if raw.get("tokenizer") is not None and raw.get("tokenizer_source") is not None:

@@ -67,8 +67,7 @@ class ShardedWriter:
         self.names = ["model.safetensors"] if n == 1 else [
             f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self._queue = [(s, i) for i, shard in enumerate(self.shards) for s in shard]
-        self._pos = 0
-        self._written = 0
+        self._pos = self._written = 0  # the current tensor, and its bytes written so far
         self._file: BinaryIO | None = None
         self._shard = -1
 

@@ -217,8 +217,7 @@ def _layout(table: dict, out_dtype: torch.dtype | None) -> list[TensorSpec]:
     for name, (shape, stored) in table.items():
         dtype = by_dtype.get(stored)
         if dtype is None:
-            raise BaiMergeError(f"tensor {name!r} has dtype {stored}, which bai-sweep cannot "
-                                "write")
+            raise BaiMergeError(f"tensor {name!r} has dtype {stored}, which bai-sweep cannot write")
         specs.append(TensorSpec(name, shape, out_dtype if dtype.is_floating_point
                                 and out_dtype else dtype))
     return specs

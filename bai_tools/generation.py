@@ -60,7 +60,6 @@ class Sample:
 class Generation:
     """All samples of one candidate plus the tokenizer facts the summary needs."""
 
-    model_dir: Path
     samples: list[Sample]
     think_close_ids: list[int]
     think_open_in_prompt: list[bool]
@@ -164,7 +163,6 @@ def generate_vllm(
         del llm
         gc.collect()
     return Generation(
-        model_dir=Path(model_dir),
         samples=[Sample(index, tuple(c.token_ids), c.finish_reason, c.text)
                  for index, out in enumerate(outputs) for c in out.outputs],
         think_close_ids=tokenizer.encode(THINK_CLOSE, add_special_tokens=False),

@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from bai_tools.runlog import RunLog  # noqa: E402
 
@@ -171,9 +173,6 @@ def series(report: Mapping[str, Any], key: str) -> dict[str, tuple[list[float], 
 
 def _legend_handles(report: Mapping[str, Any], labels: list[str]) -> list[Any]:
     """Figure-level legend: weight sets (colour), inputs (black line styles), paper marks."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     handles: list[Any] = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o",
                                 label=f"candidates {label}") for i, label in enumerate(labels)]
     handles += [Line2D([], [], color="black", alpha=0.6, ls=INPUT_STYLES.get(e["role"], ":"),
@@ -194,8 +193,6 @@ def _legend_handles(report: Mapping[str, Any], labels: list[str]) -> list[Any]:
 def sweep_figure(report: Mapping[str, Any]) -> Figure:
     """The 2 x 3 panel figure. Each candidate line carries gid `series:<weight set>:<key>`
     and has one point per alpha of its weight set."""
-    from matplotlib.lines import Line2D
-
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
     inputs = [e for e in report["entries"] if e["kind"] == "input"]
     choices = report.get("paper_choices", {})

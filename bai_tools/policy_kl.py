@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from bai_tools.probe_summary import pad_batch
+
 LOG = logging.getLogger(__name__)
 
 ESTIMATOR = "full_vocab"
@@ -53,11 +55,8 @@ class PolicyKL:
 
 
 def kl_both_ways(logp: torch.Tensor, logq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per position: (KL(p || q), KL(q || p)) summed over the last (vocabulary) dimension.
-
-    `logp` and `logq` are normalized log-probabilities of the same shape (..., V); an entry
-    with probability 0 contributes 0 to the sum it weights (0 log 0 = 0).
-    """
+    """Per position: (KL(p || q), KL(q || p)) of normalized log-probs of one shape (..., V),
+    summed over the vocabulary; an entry of probability 0 adds 0 (0 log 0 = 0)."""
     if logp.shape != logq.shape:
         raise ValueError(f"log-prob shapes differ: {tuple(logp.shape)} vs {tuple(logq.shape)}")
     diff, p, q = logp - logq, logp.exp(), logq.exp()
@@ -79,12 +78,8 @@ def response_log_probs(model: Any, seqs: Sequences, rows: Sequence[int]) -> list
     rows are right-padded into one batch (a causal model with an attention mask ignores it)."""
     device = next(model.parameters()).device
     full = [seqs.prompt_ids[r] + seqs.response_ids[r] for r in rows]
-    ids = torch.zeros((len(full), max(len(f) for f in full)), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, tokens in enumerate(full):
-        ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        mask[i, : len(tokens)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    ids, mask = pad_batch(full)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.long().to(device)).logits
     # logits at position j predict token j + 1: the response tokens sit at start..start+n-1
     return [logits[i, len(seqs.prompt_ids[r]) - 1: len(full[i]) - 1].float().log_softmax(-1).cpu()
             for i, r in enumerate(rows)]
@@ -116,13 +111,10 @@ def kl_to_reference(
     cache_limit_bytes: int = 2 * 1024**3,
     loader: Callable[[Path, str], Any] = load_causal_lm,
 ) -> list[PolicyKL]:
-    """PolicyKL of every model in `model_dirs` against the reference (reasoning) model.
-
-    The reference's log-probs on `seqs` are computed once and cached when they fit in
-    `cache_limit_bytes` (tokens x vocabulary x 4 bytes); then one model is loaded at a time.
-    Otherwise the reference stays loaded next to each model and is re-run per batch.
-    A model equal to the reference gets exactly 0.
-    """
+    """PolicyKL of every model in `model_dirs` against the reference (reasoning) model; a model
+    equal to the reference gets exactly 0. The reference's log-probs on `seqs` are computed
+    once and cached when they fit in `cache_limit_bytes` (tokens x vocabulary x 4 bytes), then
+    one model is loaded at a time; else the reference stays loaded and is re-run per batch."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = list(range(len(seqs.prompt_ids)))
     groups = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
@@ -144,10 +136,8 @@ def kl_to_reference(
             ref = cache[index] if cache is not None else response_log_probs(reference, seqs, rows)
             for logp, logq in zip(response_log_probs(model, seqs, rows), ref, strict=True):
                 if logp.shape != logq.shape:
-                    raise ValueError(
-                        f"{model_dir}: vocabulary size {logp.shape[-1]} differs from the "
-                        f"reasoning model's {logq.shape[-1]}"
-                    )
+                    raise ValueError(f"{model_dir}: vocabulary size {logp.shape[-1]} differs "
+                                     f"from the reasoning model's {logq.shape[-1]}")
                 terms.append(kl_both_ways(logp, logq))
         model = None
         _release()

@@ -33,7 +33,6 @@ from bai_tools.generation import (
 )
 
 PROG = "bai-probe"
-Generator = Callable[..., Generation]
 
 
 class ProbeError(BaiError):
@@ -41,8 +40,7 @@ class ProbeError(BaiError):
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Reject bad sampling / bucket settings, output paths and candidates before any engine
-    starts."""
+    """Reject bad sampling / bucket settings, output paths and candidates before any engine."""
     for name, value in (("--n-samples", args.n_samples), ("--max-tokens", args.max_tokens)):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
@@ -79,7 +77,7 @@ def candidate_names(paths: Sequence[Path]) -> list[str]:
 
 def run_probe(
     model_dirs: Sequence[Path], prompts_path: Path, settings: SamplingSettings, *,
-    input_key: str = "prompt", generate: Generator = generate_vllm,
+    input_key: str = "prompt", generate: Callable[..., Generation] = generate_vllm,
     generate_kwargs: dict[str, Any] | None = None, bucket_width: int = 100,
     num_buckets: int = 20, include_samples: bool = True,
 ) -> dict[str, Any]:

@@ -54,11 +54,9 @@ def summarize_samples(
     num_buckets: int = 20,
 ) -> dict[str, Any]:
     """Length, clip, think and (where `references[prompt]` is not None) reward metrics of one
-    candidate: `{"num_samples", "num_prompts", "num_scored", "metrics", "per_sample"}`.
-
-    Reward keys cover the scored samples only; think keys need `</think>` to be one token
-    (think_end_positions matches any of the ids: R1-style vocabularies), else they are left out.
-    """
+    candidate: `{"num_samples", "num_prompts", "num_scored", "metrics", "per_sample"}`. Reward
+    keys cover the scored samples only; think keys need `</think>` to be one token
+    (think_end_positions matches any of the ids: R1-style vocabularies), else they are left out."""
     if not samples:
         raise ValueError("no samples to summarize")
     ids, mask = pad_batch([s.token_ids for s in samples])

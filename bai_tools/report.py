@@ -65,14 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def detector_config(args: argparse.Namespace) -> BaiConfig:
-    """The thresholds of the parsed flags, checked by `bai-train`'s rules (ValueError naming
-    the flag as typed)."""
-    config = from_namespace(args)
-    config.validate("tool", getattr(args, SPELLED, None))
-    return config
-
-
 def run_entry(run: RunLog, events: Mapping[str, Any]) -> dict[str, Any]:
     """One element of the `--json` output's "runs" list; `warnings`: the log's data problems
     and every disagreement between the flags the run logged and the replay."""
@@ -135,8 +127,9 @@ def build_report(specs: Sequence[str],
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = detector_config(args)
-    typed = getattr(args, SPELLED, None) or {}
+    typed = getattr(args, SPELLED, None) or {}  # dest -> an old spelling the user typed
+    config = from_namespace(args)
+    config.validate("tool", typed)  # bai-train's rules, naming the flag as typed
     if args.json != STDOUT:
         check_out_path(args.json and Path(args.json), "--json", (".json",))
     check_out_path(args.png, typed.get("png", "--png"), (".png",))

@@ -53,15 +53,13 @@ class RunLog:
     def curve(self, curve: str) -> tuple[list[int], list[float]]:
         """(steps, values) of a canonical curve, sorted by step; empty when not logged."""
         key = self.curve_key(curve)
-        if key is None:
-            return [], []
-        items = sorted(self.series[key].items())
+        items = sorted(self.series[key].items()) if key is not None else []
         return [s for s, _ in items], [v for _, v in items]
 
 
 def normalize_key(key: str) -> str:
     """Drop OpenRLHF's TensorBoard prefix so JSONL and TensorBoard keys compare equal."""
-    return key[len(TRAIN_PREFIX):] if key.startswith(TRAIN_PREFIX) else key
+    return key.removeprefix(TRAIN_PREFIX)
 
 
 def _number(value: object) -> float | None:
@@ -153,11 +151,9 @@ def read_tensorboard(log_dir: Path, name: str | None = None) -> RunLog:
 
 
 def load_runs(spec: str) -> list[RunLog]:
-    """Load RUN: a JSONL file, a folder with bai_metrics.jsonl, or a TensorBoard log folder.
-
+    """Load RUN: a JSONL file, a folder with bai_metrics.jsonl, or a TensorBoard log folder;
     `LABEL=PATH` names the run. A TensorBoard folder holding several run sub-folders (as
-    OpenRLHF's `--logger.tensorboard_dir` does) yields one run per sub-folder.
-    """
+    OpenRLHF's `--logger.tensorboard_dir` does) yields one run per sub-folder."""
     label, path = None, Path(spec)
     if not path.exists() and "=" in spec:
         head, _, tail = spec.partition("=")

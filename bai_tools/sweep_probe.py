@@ -135,9 +135,8 @@ def choose_reasoning(
 
 def read_sweep(out_root: Path, reasoning: str | None = None) -> SweepLayout:
     """Candidates from `sweep.json` (ratios from each folder's mergekit_config.yml where the
-    index lacks them); the inputs and `config_source` from sweep.json's `base_model` /
-    `models` / `config_source` when present, else from the first candidate's
-    mergekit_config.yml."""
+    index lacks them); the inputs and `config_source` from sweep.json's `base_model` / `models`
+    / `config_source` when present, else from the first candidate's mergekit_config.yml."""
     out_root = Path(out_root)
     if not out_root.is_dir():
         raise SweepProbeError(f"sweep folder not found: {out_root}")
@@ -255,12 +254,9 @@ def probe_sweep_dir(
     generate_kwargs: dict[str, Any] | None = None, kl_device: str | None = None,
     kl_batch_size: int = 8,
 ) -> Path:
-    """Probe every candidate of the sweep in `out_root` and its inputs; write sweep-probe.json
-    and sweep-probe.png there; return the JSON path. Raises SweepProbeError on bad inputs.
-
-    Sampling: bai-probe's (temperature 1, top_p 1, chat template, one vLLM engine at a time,
-    the same `seed` for all). KL: bai_tools.policy_kl (transformers, one model at a time).
-    """
+    """Probe every candidate of the sweep in `out_root` and its inputs (bai-probe's sampling,
+    the same `seed` for all; KL: bai_tools.policy_kl); write sweep-probe.json and
+    sweep-probe.png there; return the JSON path. Raises SweepProbeError on bad inputs."""
     from bai_tools.plots import plot_sweep_probe
     from bai_tools.policy_kl import PolicyKL, kl_to_reference
 
@@ -276,17 +272,16 @@ def probe_sweep_dir(
     settings = SamplingSettings(n=n, max_tokens=max_tokens, seed=seed)
     dirs = [m.model_dir for m in (*layout.candidates, *layout.inputs)]
     probed = run_probe(dirs, prompts_path, settings, input_key=input_key,
-                       generate_kwargs=generate_kwargs, include_samples=True)
+                       generate_kwargs=generate_kwargs)
     reasoning_index = len(layout.candidates) + layout.inputs.index(layout.reasoning)
     seqs = reasoning_sequences(probed["candidates"][reasoning_index], prompts_path, input_key)
     others = [d for i, d in enumerate(dirs) if i != reasoning_index]
     try:
-        scored = iter(kl_to_reference(others, layout.reasoning.model_dir, seqs,
-                                      device=kl_device, batch_size=kl_batch_size))
+        kls = kl_to_reference(others, layout.reasoning.model_dir, seqs, device=kl_device,
+                              batch_size=kl_batch_size)
     except ValueError as exc:  # e.g. a vocabulary that differs from the reasoning model's
         raise SweepProbeError(str(exc)) from None
-    zero = PolicyKL(0.0, 0.0, seqs.num_tokens)  # the reasoning model against itself
-    kls = [zero if i == reasoning_index else next(scored) for i in range(len(dirs))]
+    kls.insert(reasoning_index, PolicyKL(0.0, 0.0, seqs.num_tokens))  # R against itself
     report = build_report(out_root, layout, probed, kls,
                           "bundled math prompts" if prompts is None else str(prompts_path))
     json_path = out_root / JSON_NAME

@@ -1,10 +1,13 @@
 """Merge speed: `bai` vs mergekit two-stage, folded linear, the I/O floor, and a K-sweep.
 
-    python benchmarks/merge_speed.py [--hidden 2048 --layers 16 --repeat 1]
+    python benchmarks/merge_speed.py [--hidden 2048 --layers 16 --repeat 1] [--baseline-venv DIR]
 
 Builds three random bf16 Qwen2 models (>= 1B parameters each) once under bench-out/, then
 runs every contender as a fresh process, side by side in one run, on a warm page cache,
-and prints a markdown table with wall time, peak RSS and ratios.
+and prints a markdown table with wall time, peak RSS and ratios. `--baseline-venv` names a
+venv holding an earlier bai (`git worktree add /tmp/base REV && make -C /tmp/base setup`, then
+`/tmp/base/.venv`): its `bai` merge and sweep run in the same rounds, and every ratio is
+printed for both, so a change is compared with its baseline on the same machine state.
 """
 
 from __future__ import annotations
@@ -110,6 +113,21 @@ def io_floor_cmd(m: dict[str, Path], outs: list[Path]) -> list[str]:
             *map(str, outs)]
 
 
+def summarize(best: dict[str, tuple[float, float]], bai: float, sweep: float) -> dict:
+    """The ratios of one bai build (its merge `bai` and sweep `sweep` seconds) to the others."""
+    two, lin, floor, sep, floor4, startup = (best[k][0] for k in (
+        "two-stage (mergekit-multi)", "folded linear (mergekit-yaml)",
+        "I/O floor (read 3 + write 1)", "4 separate bai merges",
+        "I/O floor (read 3 + write 4)", "mergekit-yaml start-up (--help)"))
+    return {
+        "two_stage_over_bai": two / bai, "bai_over_folded_linear": bai / lin,
+        "bai_over_io_floor": bai / floor,
+        "bai_minus_startup_over_io_floor": (bai - startup) / floor,
+        "sweep4_over_one_bai": sweep / bai, "four_separate_over_sweep4": sep / sweep,
+        "sweep4_over_io_floor4": sweep / floor4,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("bench-out"))
@@ -117,6 +135,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--baseline-venv", type=Path, default=None,
+                    help="venv with an earlier bai: its bai and bai-sweep run beside ours")
     args = ap.parse_args()
     root = args.root
     models = build_models(root / "models", args.hidden, args.layers, args.vocab)
@@ -143,21 +163,34 @@ def main() -> None:
     alphas = [0.2, 0.4, 0.6, 0.8]
     separate = [write_yaml(work / f"bai{a}.yaml", [bai_doc(models, a)]) for a in alphas]
     myk = str(BIN / "mergekit-yaml")
+
+    def bai_runs(bin_dir: Path) -> dict[str, list[list[str]]]:
+        sweep = [str(bin_dir / "bai-sweep"), str(yaml_bai), str(work / "sweep"),
+                 "--base-weight", ",".join(map(str, alphas)), "--quiet"]
+        return {"bai": [[str(bin_dir / "mergekit-yaml"), str(yaml_bai), str(work / "o"),
+                         "--quiet"]], "sweep": [sweep]}
+
+    now = bai_runs(BIN)
     contenders = {
-        "bai (mergekit-yaml)": [[myk, str(yaml_bai), str(work / "o"), "--quiet"]],
+        "bai (mergekit-yaml)": now["bai"],
         "two-stage (mergekit-multi)": [[str(BIN / "mergekit-multi"), str(yaml_multi), "-I",
                                         str(work / "inter"), "--out-path", str(work / "o"),
                                         "--quiet", "--no-lazy"]],
         "folded linear (mergekit-yaml)": [[myk, str(yaml_linear), str(work / "o"), "--quiet"]],
         "I/O floor (read 3 + write 1)": [io_floor_cmd(models, [work / "floor0"])],
         "mergekit-yaml start-up (--help)": [[myk, "--help"]],
-        "bai-sweep K=4": [[str(BIN / "bai-sweep"), str(yaml_bai), str(work / "sweep"),
-                           "--base-weight", ",".join(map(str, alphas)), "--quiet"]],
+        "bai-sweep K=4": now["sweep"],
         "I/O floor (read 3 + write 4)": [io_floor_cmd(models, [work / f"floor{i}"
                                                                 for i in range(4)])],
         "4 separate bai merges": [[myk, str(y), str(work / f"sep{i}"), "--quiet"]
                                   for i, y in enumerate(separate)],
     }
+    if args.baseline_venv:  # each right after its counterpart, so the pairs run back to back
+        base = bai_runs(args.baseline_venv.absolute() / "bin")
+        twins = {"bai (mergekit-yaml)": ("bai, baseline venv", base["bai"]),
+                 "bai-sweep K=4": ("bai-sweep K=4, baseline venv", base["sweep"])}
+        contenders = dict(kv for name, cmds in contenders.items()
+                          for kv in [(name, cmds), *([twins[name]] if name in twins else [])])
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
     for rep in range(args.repeat):
         for name, cmds in contenders.items():
@@ -174,6 +207,10 @@ def main() -> None:
                     p.unlink()
     best = {k: min(v) for k, v in results.items()}
     bai = best["bai (mergekit-yaml)"][0]
+    ratios = {"now": summarize(best, bai, best["bai-sweep K=4"][0])}
+    if args.baseline_venv:
+        ratios["baseline venv"] = summarize(best, best["bai, baseline venv"][0],
+                                            best["bai-sweep K=4, baseline venv"][0])
     print(f"\nModels: 3 x {n_params / 1e9:.2f}B parameters, bf16 "
           f"({(models['base'] / 'model.safetensors').stat().st_size / 1e9:.2f} GB each); "
           f"best of {args.repeat}; warm page cache\n")
@@ -181,20 +218,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, (wall, rss) in best.items():
         print(f"| {name} | {wall:.1f} | {rss:.2f} | {wall / bai:.2f} |")
-    two, lin, floor, sweep, sep, floor4, startup = (best[k][0] for k in (
-        "two-stage (mergekit-multi)", "folded linear (mergekit-yaml)",
-        "I/O floor (read 3 + write 1)", "bai-sweep K=4", "4 separate bai merges",
-        "I/O floor (read 3 + write 4)", "mergekit-yaml start-up (--help)"))
-    summary = {
-        "two_stage_over_bai": two / bai, "bai_over_folded_linear": bai / lin,
-        "bai_over_io_floor": bai / floor,
-        "bai_minus_startup_over_io_floor": (bai - startup) / floor,
-        "sweep4_over_one_bai": sweep / bai, "four_separate_over_sweep4": sep / sweep,
-        "sweep4_over_io_floor4": sweep / floor4,
-    }
     print("\nRatios (targets: two-stage/bai >= 1.5, bai/linear <= 1.05, bai/floor <= 1.3, "
           "sweep4/bai < 2):")
-    print(json.dumps({k: round(v, 3) for k, v in summary.items()}, indent=2))
+    print(json.dumps({who: {k: round(v, 3) for k, v in r.items()} for who, r in ratios.items()},
+                     indent=2))
 
 
 if __name__ == "__main__":

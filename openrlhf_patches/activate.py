@@ -26,16 +26,13 @@ TYPE_CHECKING = False  # not `typing`'s: importing typing alone costs `import op
 if TYPE_CHECKING:
     from typing import Any
 
-    from bai_core.config import BaiConfig
-
-__all__ = ["CPU_ENV", "SMOKE_ENV", "arm", "cpu_requested", "on_openrlhf", "resolved_config"]
+__all__ = ["CPU_ENV", "SMOKE_ENV", "arm", "cpu_requested", "on_openrlhf", "wrap", "node_id"]
 
 CPU_ENV = "BAI_CPU"  # internal: "1" only from bai-train --bai.cpu or our ray.init's runtime_env
 SMOKE_ENV = "BAI_CPU_SMOKE_TEST"  # public opt-in: a stock launch in the CPU smoke-test mode
 TARGET_MODULES = ("openrlhf.trainer.ppo_trainer", "openrlhf.trainer.ppo_trainer_async")
 LOOPBACK = "127.0.0.1"
-_state: dict[str, Any] = {"armed": False, "resolved": False, "active": False, "config": None,
-                          "problem": None}
+_state: dict[str, Any] = {"armed": False, "resolved": False, "active": False, "config": None}
 
 
 def _logger() -> Any:
@@ -62,7 +59,7 @@ def _register() -> None:
     if _state["armed"]:
         return
     _state["armed"] = True
-    when_imported("ray", _wrap_ray_init)
+    when_imported("ray", lambda ray: wrap(ray, "init", _ray_init))
     for name in TARGET_MODULES:
         when_imported(name, _patch_module)
 
@@ -106,18 +103,6 @@ def openrlhf_version() -> str | None:
         return None
 
 
-def resolved_config() -> tuple[BaiConfig | None, str | None]:
-    """The validated config of this process's environment, or None and the one-line problem."""
-    from bai_core.config import BaiConfig
-
-    try:
-        config = BaiConfig.from_env()
-        config.validate("env")
-        return config, None
-    except ValueError as exc:
-        return None, str(exc)
-
-
 def arm() -> bool:
     """Register the hooks and read the configuration now; True when they will patch OpenRLHF.
     Never raises. `bai-train` calls it after setting the configuration."""
@@ -130,16 +115,18 @@ def _resolve() -> bool:
     """Read the configuration and the version once per arm(); log a bad value once."""
     if _state["resolved"]:
         return _state["active"]
-    _state.update(resolved=True, active=False, config=None, problem=None)
+    _state.update(resolved=True, active=False, config=None)
     try:
         ensure_log_handler()
         if os.environ.get("BAI_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
             return False
-        config, problem = resolved_config()
-        if problem:
-            _state["problem"] = problem
-            _logger().error("bai: %s; the bai hooks are OFF, training runs on unchanged",
-                            problem)
+        from bai_core.config import BaiConfig
+
+        try:
+            config = BaiConfig.from_env()
+            config.validate("env")
+        except ValueError as exc:
+            _logger().error("bai: %s; the bai hooks are OFF, training runs on unchanged", exc)
             return False
         if config.disable:
             return False
@@ -216,40 +203,52 @@ def _job_env_vars() -> dict[str, str]:
         return {}
 
 
-def _wrap_ray_init(ray: Any) -> None:
+def wrap(owner: Any, name: str, wrapper: Any) -> None:
+    """`owner.name` becomes `wrapper(original, *args, **kwargs)`, once per process."""
     import functools
 
-    original = ray.init
+    original = getattr(owner, name)
     if getattr(original, "_bai", False):
         return
 
     @functools.wraps(original)
-    def init(*args: Any, **kwargs: Any) -> Any:
-        jsonl = None
-        try:
-            argv = sys.argv[1:]
-            kwargs = init_kwargs(kwargs, argv)
-            if _state["active"]:
-                from bai_core.constants import JSONL_NAME
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        return wrapper(original, *args, **kwargs)
 
-                from .argv import flag_value
+    patched._bai = True
+    setattr(owner, name, patched)
 
-                jsonl = _state["config"].jsonl or os.path.join(
-                    flag_value(argv, "--ckpt.output_dir", "./ckpt"), JSONL_NAME)
-        except Exception as exc:  # never break OpenRLHF's ray.init
-            _logger().warning("bai: runtime_env not extended: %r", exc)
-        context = original(*args, **kwargs)
-        if jsonl:
-            from .nodes import check_paths_on_nodes
 
-            check_paths_on_nodes(ray, sys.argv[1:])
-            try:
-                node = ray.get_runtime_context().get_node_id()
-            except Exception:
-                node = None
-            _logger().info("bai: hooks active (bai metrics and detectors) -> %s, by the trainer "
-                           "on this node (%s); BAI_DISABLE=1 turns them off", jsonl, node)
-        return context
+def node_id() -> str | None:
+    """This process's Ray node, without starting Ray where it is not running."""
+    try:
+        import ray
 
-    init._bai = True
-    ray.init = init
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
+def _ray_init(original: Any, *args: Any, **kwargs: Any) -> Any:
+    """OpenRLHF's `ray.init` with our runtime_env; then one INFO line when the hooks are on."""
+    jsonl = None
+    try:
+        argv = sys.argv[1:]
+        kwargs = init_kwargs(kwargs, argv)
+        if _state["active"]:
+            from bai_core.constants import JSONL_NAME
+
+            from .argv import flag_value
+
+            jsonl = _state["config"].jsonl or os.path.join(
+                flag_value(argv, "--ckpt.output_dir", "./ckpt"), JSONL_NAME)
+    except Exception as exc:  # never break OpenRLHF's ray.init
+        _logger().warning("bai: runtime_env not extended: %r", exc)
+    context = original(*args, **kwargs)
+    if jsonl:
+        from .nodes import check_paths_on_nodes
+
+        check_paths_on_nodes(sys.modules["ray"], sys.argv[1:])
+        _logger().info("bai: hooks active (bai metrics and detectors) -> %s, by the trainer "
+                       "on this node (%s); BAI_DISABLE=1 turns them off", jsonl, node_id())
+    return context

@@ -45,9 +45,7 @@ def absolutize_paths(argv: Sequence[str], cwd: str | None = None) -> list[str]:
         if not value or os.path.isabs(value) or "://" in value:
             return value
         full = os.path.normpath(os.path.join(cwd, os.path.expanduser(value)))
-        if flag in _OUTPUT_PATHS or os.path.exists(full):
-            return full
-        return value
+        return full if flag in _OUTPUT_PATHS or os.path.exists(full) else value
 
     for i, arg in enumerate(out):
         flag, eq, inline = arg.partition("=")
@@ -93,12 +91,9 @@ def ray_resources(argv: Sequence[str]) -> dict[str, int]:
 
 
 def check_placement(argv: Sequence[str]) -> str | None:
-    """The first placement OpenRLHF would fail on only after Ray is up, as one line; else None.
-
-    Checked, as OpenRLHF 0.11.2's train() asserts them: colocated vLLM engines x TP equal the
-    actor's GPUs, colocated roles have the same shape; and TP fits a node, GPU memory shares
-    are in (0, 1], counts are positive integers.
-    """
+    """The first placement OpenRLHF 0.11.2's train() would assert on only after Ray is up, as one
+    line, else None: colocated roles of one shape, colocated vLLM engines x TP = the actor's GPUs,
+    TP within a node, a GPU memory share in (0, 1], positive integer counts."""
     flags = flag_values(argv)
     try:
         tp = _int(argv, "--vllm.tensor_parallel_size", "1")
@@ -120,12 +115,11 @@ def check_placement(argv: Sequence[str]) -> str | None:
     if "critic" in _roles(argv) and "--train.colocate_critic_reward" in flags:
         pairs.append(("critic", "reward"))
     for a, b in pairs:
-        for what in ("num_nodes", "num_gpus_per_node"):
-            default = "1" if what == "num_nodes" else "8"
-            if _int(argv, f"--{a}.{what}", default) != _int(argv, f"--{b}.{what}", default):
+        for what, default in (("num_nodes", "1"), ("num_gpus_per_node", "8")):
+            got = (_int(argv, f"--{a}.{what}", default), _int(argv, f"--{b}.{what}", default))
+            if got[0] != got[1]:
                 return (f"colocating {a} and {b} needs the same --{a}.{what} and --{b}.{what}, "
-                        f"got {_int(argv, f'--{a}.{what}', default)} and "
-                        f"{_int(argv, f'--{b}.{what}', default)}")
+                        f"got {got[0]} and {got[1]}")
     if engines and colocated and (engines * tp) != actor:
         return (f"--train.colocate_all puts every vLLM engine on the actor's GPUs: "
                 f"--vllm.num_engines {engines} x --vllm.tensor_parallel_size {tp} = "

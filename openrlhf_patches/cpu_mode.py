@@ -8,7 +8,6 @@ Nothing here is imported unless CPU mode was asked for, and nothing runs where C
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import importlib.util
@@ -21,6 +20,7 @@ from typing import Any
 
 from bai_autoload import when_imported
 
+from .activate import CPU_ENV, wrap
 from .argv import flag_values
 
 logger = logging.getLogger("bai")
@@ -28,7 +28,6 @@ logger = logging.getLogger("bai")
 __all__ = ["install", "env_vars", "check_argv", "ensure_shim_path", "TcpBroadcastGroup",
            "tcp_init_process_group", "CPU_ENV", "OPENRLHF_WORKER_WRAP", "CPU_WORKER_WRAP"]
 
-CPU_ENV = "BAI_CPU"
 DTYPE_ENV = "BAI_CPU_DTYPE"  # "bf16" or "fp32"; default: bf16 only where the CPU computes it
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_shims")
 OPENRLHF_WORKER_WRAP = "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap"
@@ -172,20 +171,6 @@ def tcp_init_process_group(master_address: str, master_port: int, rank: int, wor
         host=master_address, port=master_port, rank=rank, world_size=world_size))
 
 
-def _wrap(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-    """`owner.name` becomes `wrapper(original, *args, **kwargs)`, once per process."""
-    original = getattr(owner, name)
-    if getattr(original, "_bai_cpu", False):
-        return
-
-    @functools.wraps(original)
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        return wrapper(original, *args, **kwargs)
-
-    patched._bai_cpu = True
-    setattr(owner, name, patched)
-
-
 def _noop(name: str) -> Callable[..., None]:
     """A no-op named `name`, one object per patched attribute (torch._dynamo's rule tables
     refuse one function registered under two torch names)."""
@@ -303,21 +288,21 @@ def install() -> bool:
     clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     ensure_shim_path()
     _patch_torch_cuda()
-    _wrap(dist, "init_process_group", _init_process_group)
+    wrap(dist, "init_process_group", _init_process_group)
     patches: list[tuple[str, Callable[[Any], None]]] = [
         ("openrlhf.utils.deepspeed.deepspeed",
-         lambda m: _wrap(m, "init_device_mesh", _device_mesh)),
+         lambda m: wrap(m, "init_device_mesh", _device_mesh)),
         ("openrlhf.trainer.ppo_utils.replay_buffer",
-         lambda m: _wrap(m.NaiveReplayBuffer, "__init__", _replay_buffer_init)),
+         lambda m: wrap(m.NaiveReplayBuffer, "__init__", _replay_buffer_init)),
         ("openrlhf.utils.distributed_util", _sync_group),
         ("openrlhf.trainer.ray.ppo_actor", _sync_group),
-        ("vllm", lambda m: _wrap(m, "AsyncEngineArgs", _engine_args)),
+        ("vllm", lambda m: wrap(m, "AsyncEngineArgs", _engine_args)),
     ]
     if train_dtype() == "fp32":
         patches += [
-            ("openrlhf.utils.utils", lambda m: _wrap(m, "convert_to_torch_dtype", _to_fp32)),
+            ("openrlhf.utils.utils", lambda m: wrap(m, "convert_to_torch_dtype", _to_fp32)),
             ("openrlhf.utils.deepspeed.deepspeed",
-             lambda m: _wrap(m.DeepspeedStrategy, "__init__", _strategy_init)),
+             lambda m: wrap(m.DeepspeedStrategy, "__init__", _strategy_init)),
         ]
     for name, patch in patches:
         when_imported(name, patch)

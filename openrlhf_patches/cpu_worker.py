@@ -30,13 +30,9 @@ _distributed_util.stateless_init_process_group = tcp_init_process_group
 
 
 class CpuWorkerWrap(WorkerWrap):
-    """WorkerWrap whose `update_weight` receives on CPU and reloads through vLLM's API.
-
-    vLLM's CPU backend repacks linear weights after loading, so a plain `load_weights` of one
-    tensor fails; the tensors of one sync are collected and handed to
-    `model_runner.reload_weights` (layer-wise reload) when OpenRLHF marks the last one
-    (`empty_cache=True`).
-    """
+    """WorkerWrap whose `update_weight` receives on CPU and reloads through vLLM's API: the CPU
+    backend repacks linear weights after loading, so a `load_weights` of one tensor fails; one
+    sync's tensors go to `model_runner.reload_weights` (layer-wise) at the last (`empty_cache`)."""
 
     def update_weight(self, name: str, dtype: Any, shape: Any, empty_cache: bool = False) -> None:
         if dtype != self.model_config.dtype:

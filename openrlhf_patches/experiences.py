@@ -13,13 +13,9 @@ __all__ = ["batch_from_experiences", "kl_is_computed"]
 
 
 def kl_is_computed(args: Any) -> bool:
-    """Whether OpenRLHF 0.11.2 puts a real KL in `Experience.info["kl"]` for these args.
-
-    Its experience maker computes the KL to the reference model only when a reference model
-    exists (`--algo.kl.init_coef` > 0) and the KL is not used as a loss
-    (`--algo.kl.use_loss` off); otherwise `info["kl"]` is zeros. Read defensively: missing
-    args or fields (e.g. a test trainer) count as computed.
-    """
+    """Whether OpenRLHF 0.11.2 puts a real KL in `Experience.info["kl"]` (else zeros): only with
+    a reference model (`--algo.kl.init_coef` > 0) and without `--algo.kl.use_loss`. Missing args
+    or fields (e.g. a test trainer) count as computed."""
     kl = getattr(getattr(args, "algo", None), "kl", None)
     if getattr(kl, "use_loss", False) is True:
         return False

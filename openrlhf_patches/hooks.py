@@ -19,6 +19,7 @@ from bai_core.config import BaiConfig
 from bai_core.constants import STOP_FILE
 from bai_core.monitor import BaiMonitor, default_jsonl, think_close_ids_from_tokenizer
 
+from .activate import node_id
 from .experiences import batch_from_experiences, kl_is_computed
 
 logger = logging.getLogger("bai")
@@ -50,61 +51,39 @@ def _monitor(trainer: Any) -> BaiMonitor:
         mon = BaiMonitor(config, jsonl_path=jsonl, log_kl=kl_is_computed(args))
         trainer.__dict__["_bai_monitor"] = mon
         trainer.__dict__["_bai_batch_args"] = (ids, n if isinstance(n, int) else 1)
-        logger.info("bai: metrics -> %s (written on Ray node %s)", jsonl, _node_id())
+        logger.info("bai: metrics -> %s (written on Ray node %s)", jsonl, node_id())
     return mon
 
 
-def _node_id() -> str | None:
-    """This process's Ray node, without starting Ray where it is not running."""
+def _compute_rollout_stats(original, self, experiences):
+    stats = original(self, experiences)
     try:
-        import ray
+        started = time.perf_counter()
+        mon = _monitor(self)
+        batch = batch_from_experiences(experiences, *self.__dict__["_bai_batch_args"])
+        stats.update(mon.compute(batch, self.__dict__.get("_bai_step"), started))
+    except Exception as exc:  # never break a training step
+        _guard(self, "bai metrics", exc)
+    return stats
 
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    except Exception:
-        return None
+
+def _train_step(original, self, rollout_samples, global_step, *args, **kwargs):
+    self.__dict__["_bai_step"] = global_step + 1  # the step fit() logs this batch under
+    return original(self, rollout_samples, global_step, *args, **kwargs)
 
 
-def _wrap_compute_rollout_stats(original):
-    @functools.wraps(original)
-    def _compute_rollout_stats(self, experiences):
-        stats = original(self, experiences)
+def _save_logs_and_checkpoints(original, self, global_step, logs_dict=None, client_states=None):
+    mon = self.__dict__.get("_bai_monitor")
+    if mon is not None and isinstance(client_states, dict):
         try:
-            started = time.perf_counter()
-            mon = _monitor(self)
-            batch = batch_from_experiences(experiences, *self.__dict__["_bai_batch_args"])
-            stats.update(mon.compute(batch, self.__dict__.get("_bai_step"), started))
-        except Exception as exc:  # never break a training step
-            _guard(self, "bai metrics", exc)
-        return stats
-
-    return _compute_rollout_stats
-
-
-def _wrap_train_step(original):
-    @functools.wraps(original)
-    def train_step(self, rollout_samples, global_step, *args, **kwargs):
-        self.__dict__["_bai_step"] = global_step + 1  # the step fit() logs this batch under
-        return original(self, rollout_samples, global_step, *args, **kwargs)
-
-    return train_step
-
-
-def _wrap_save_logs(original):
-    @functools.wraps(original)
-    def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
-        mon = self.__dict__.get("_bai_monitor")
-        if mon is not None and isinstance(client_states, dict):
-            try:
-                client_states[STATE_KEY] = mon.state_dict()
-            except Exception as exc:
-                _guard(self, "detector state save", exc)
-        result = original(self, global_step, logs_dict, client_states)
-        if mon is not None and mon.stop_requested:
-            mon.stop_requested = False
-            raise BaiEarlyStop(_early_stop(self, mon, global_step))
-        return result
-
-    return save_logs_and_checkpoints
+            client_states[STATE_KEY] = mon.state_dict()
+        except Exception as exc:
+            _guard(self, "detector state save", exc)
+    result = original(self, global_step, logs_dict, client_states)
+    if mon is not None and mon.stop_requested:
+        mon.stop_requested = False
+        raise BaiEarlyStop(_early_stop(self, mon, global_step))
+    return result
 
 
 def _early_stop(trainer: Any, mon: BaiMonitor, step: int) -> str:
@@ -150,20 +129,16 @@ def _save(trainer: Any, role: str, out_dir: str | None) -> str | None:
         return None
 
 
-def _wrap_restore(original):
-    @functools.wraps(original)
-    def restore_best_checkpoint_state(self, checkpoint_states):
-        result = original(self, checkpoint_states)
-        try:
-            state = (checkpoint_states or {}).get(STATE_KEY)
-            if state:
-                _monitor(self).load_state_dict(state)
-                logger.info("bai: detector state restored from checkpoint")
-        except Exception as exc:
-            _guard(self, "detector state restore", exc)
-        return result
-
-    return restore_best_checkpoint_state
+def _restore_best_checkpoint_state(original, self, checkpoint_states):
+    result = original(self, checkpoint_states)
+    try:
+        state = (checkpoint_states or {}).get(STATE_KEY)
+        if state:
+            _monitor(self).load_state_dict(state)
+            logger.info("bai: detector state restored from checkpoint")
+    except Exception as exc:
+        _guard(self, "detector state restore", exc)
+    return result
 
 
 _fallback_failed: set[str] = set()
@@ -179,11 +154,21 @@ def _guard(trainer: Any, kind: str, exc: BaseException) -> None:
 
 
 _WRAPPERS = {
-    "_compute_rollout_stats": _wrap_compute_rollout_stats,
-    "train_step": _wrap_train_step,
-    "save_logs_and_checkpoints": _wrap_save_logs,
-    "restore_best_checkpoint_state": _wrap_restore,
+    "_compute_rollout_stats": _compute_rollout_stats,
+    "train_step": _train_step,
+    "save_logs_and_checkpoints": _save_logs_and_checkpoints,
+    "restore_best_checkpoint_state": _restore_best_checkpoint_state,
 }
+
+
+def _method(original: Any, hook: Any) -> Any:
+    """`hook(original, self, ...)` in the place of the method `original` (its name, signature)."""
+
+    @functools.wraps(original)
+    def method(*args: Any, **kwargs: Any) -> Any:
+        return hook(original, *args, **kwargs)
+
+    return method
 
 
 def patch_trainer_class(cls: type) -> bool:
@@ -194,8 +179,8 @@ def patch_trainer_class(cls: type) -> bool:
     if missing:
         logger.warning("bai: %s lacks %s; hooks not installed", cls.__name__, missing)
         return False
-    for name, wrap in _WRAPPERS.items():
-        setattr(cls, name, wrap(cls.__dict__[name]))
+    for name, hook in _WRAPPERS.items():
+        setattr(cls, name, _method(cls.__dict__[name], hook))
     setattr(cls, _PATCHED_FLAG, True)
     return True
 
@@ -216,24 +201,15 @@ def _ray_actor_classes(module: Any, base: type) -> list[Any]:
 def patch_ray_actor_class(actor_class: Any, base: type) -> list[str]:
     """Point Ray's actor class at the patched `base` methods; the names it re-pointed.
 
-    `@ray.remote class PPOTrainer(BasePPOTrainer)` is built while its module executes: Ray's
-    `_inject_tracing_into_class` copies every inherited method into
-    `__ray_metadata__.modified_class` as a wrapper of the function as it was then, and that class
-    is shipped by value to the worker. A wrapper of an unpatched method is dropped here, so the
-    lookup falls through to `base`, and Ray's own tracing wrapper is put back around the patched
-    method.
-    """
+    `@ray.remote` already copied every inherited method into `__ray_metadata__.modified_class`
+    (shipped by value to the workers) as a tracing wrapper of the unpatched function: drop those,
+    so the lookup falls through to `base`, and put Ray's tracing wrapper back around ours."""
     cls = actor_class.__ray_metadata__.modified_class
-    fixed = []
-    for name in _WRAPPERS:
-        current = cls.__dict__.get(name)
-        if current is None or not getattr(current, "__ray_tracing_wrapped__", False):
-            continue
-        patched = getattr(base, name)
-        if getattr(current, "__wrapped__", None) is patched:
-            continue
+    fixed = [name for name in _WRAPPERS
+             if getattr(cls.__dict__.get(name), "__ray_tracing_wrapped__", False)
+             and getattr(cls.__dict__[name], "__wrapped__", None) is not getattr(base, name)]
+    for name in fixed:
         delattr(cls, name)  # now resolves to base's patched method
-        fixed.append(name)
     if fixed:
         try:
             from ray.util.tracing.tracing_helper import _inject_tracing_into_class
@@ -245,12 +221,10 @@ def patch_ray_actor_class(actor_class: Any, base: type) -> list[str]:
 
 
 def pin_to_creating_node(actor_class: Any) -> None:
-    """`actor_class.remote(...)` schedules the actor on the node of the caller (the driver's
-    node, i.e. the head, for OpenRLHF's trainer), so its files land there; idempotent.
-
-    A plain `@ray.remote` actor needs 1 CPU to be scheduled and holds 0 while it runs: asking
-    for 0 runs it the same and lets a head without CPUs (Ray's advice for large clusters,
-    `ray start --head --num-cpus=0`) take it; a hard pin there would wait forever otherwise."""
+    """`actor_class.remote(...)` schedules the actor on the caller's node (the head, for
+    OpenRLHF's trainer), so its files land there; idempotent. It asks for 0 CPUs, not the 1 a
+    plain actor needs to be scheduled (it holds 0 while it runs), so that a head without CPUs
+    (`ray start --head --num-cpus=0`) takes it: a hard pin there would wait forever otherwise."""
     if getattr(actor_class, "_bai_pinned", False):
         return
     original = actor_class.remote

@@ -29,11 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ensure_actor
 
 reward_args
-if [[ -n "${REWARD_MODEL:-}" ]]; then
-  : "${CRITIC_INIT:=$REWARD_MODEL}"   # paper: critic from the reward model
-else
-  : "${CRITIC_INIT:=$ACTOR}"
-fi
+: "${CRITIC_INIT:=${REWARD_MODEL:-$ACTOR}}"   # paper: critic from the reward model
 CRITIC_INIT="$(local_abspath "$CRITIC_INIT")"
 echo "[bai] PPO: reward = $REWARD_KIND; critic initialized from $CRITIC_INIT; GAE lambda" \
   "$GAE_LAMBDA, gamma $GAE_GAMMA" >&2

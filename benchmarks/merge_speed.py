@@ -6,8 +6,9 @@ Builds three random bf16 Qwen2 models (>= 1B parameters each) once under bench-o
 runs every contender as a fresh process, side by side in one run, on a warm page cache,
 and prints a markdown table with wall time, peak RSS and ratios. `--baseline-venv` names a
 venv holding an earlier bai (`git worktree add /tmp/base REV && make -C /tmp/base setup`, then
-`/tmp/base/.venv`): its `bai` merge and sweep run in the same rounds, and every ratio is
-printed for both, so a change is compared with its baseline on the same machine state.
+`/tmp/base/.venv`): its `bai` merge and sweep run in the same rounds, next to ours (after ours
+in even rounds, before in odd ones), and every ratio is printed for both, so a change is
+compared with its baseline on the same machine state.
 """
 
 from __future__ import annotations
@@ -185,15 +186,22 @@ def main() -> None:
         "4 separate bai merges": [[myk, str(y), str(work / f"sep{i}"), "--quiet"]
                                   for i, y in enumerate(separate)],
     }
-    if args.baseline_venv:  # each right after its counterpart, so the pairs run back to back
+    twins: dict[str, tuple[str, list[list[str]]]] = {}
+    if args.baseline_venv:  # each next to its counterpart, so the pairs run back to back
         base = bai_runs(args.baseline_venv.absolute() / "bin")
         twins = {"bai (mergekit-yaml)": ("bai, baseline venv", base["bai"]),
                  "bai-sweep K=4": ("bai-sweep K=4, baseline venv", base["sweep"])}
         contenders = dict(kv for name, cmds in contenders.items()
                           for kv in [(name, cmds), *([twins[name]] if name in twins else [])])
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
+    order = list(contenders)
+    swapped = list(order)  # odd rounds: each baseline twin runs before its counterpart
+    for name, (twin, _) in twins.items():
+        i = swapped.index(name)
+        swapped[i], swapped[i + 1] = twin, name
     for rep in range(args.repeat):
-        for name, cmds in contenders.items():
+        for name in order if rep % 2 == 0 else swapped:  # odd rounds: the baseline goes first
+            cmds = contenders[name]
             wall, rss = 0.0, 0.0
             for cmd in cmds:
                 w, r = timed(cmd)

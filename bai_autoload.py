@@ -2,9 +2,10 @@
 
 The one post-import mechanism of bai: a `sys.meta_path` finder that answers only for the module
 names it watches (mergekit's registry, merge and run_yaml modules for the `bai` merge method,
-the `openrlhf` package for the training hooks, and what `when_imported` adds) and runs their
-callbacks after the module body has executed. Imports nothing at start-up but `sys` (a
-benchmark measures it): plain classes, not importlib.abc, whose import alone costs milliseconds.
+the `openrlhf` package for the training hooks, Ray's usage library for the CPU smoke mode, and
+what `when_imported` adds) and runs their callbacks after the module body has executed. Imports
+nothing at start-up but `sys` (a benchmark measures it): plain classes, not importlib.abc, whose
+import alone costs milliseconds.
 """
 
 import sys
@@ -15,6 +16,8 @@ _CALLBACKS = {
     "mergekit.merge": [("bai_mergekit.plugin", "patch_merge_module", True)],
     "mergekit.scripts.run_yaml": [("bai_mergekit.plugin", "patch_run_yaml", True)],
     "openrlhf": [("openrlhf_patches.activate", "on_openrlhf", True)],
+    # Ray's API server probes cloud metadata servers: not in the CPU smoke mode (ray_offline)
+    "ray._common.usage.usage_lib": [("openrlhf_patches.ray_offline", "patch_usage_lib", True)],
 }
 
 

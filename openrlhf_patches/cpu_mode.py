@@ -46,6 +46,9 @@ _ENV_DEFAULTS = {
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_NO_USAGE_STATS": "1",
     "GLOO_SOCKET_IFNAME": "lo",
+    # no telemetry either: `datasets.load_dataset` of a local file HEADs s3.amazonaws.com
+    "HF_UPDATE_DOWNLOAD_COUNTS": "0",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
 }
 
 # flags CPU mode needs (flag -> required value; None = the flag itself must be given)

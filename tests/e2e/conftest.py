@@ -27,7 +27,14 @@ pytest.importorskip("vllm")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sockets import non_loopback_sockets, session_pids  # noqa: E402
+from sockets import (  # noqa: E402
+    audit_env,
+    audit_findings,
+    audit_folder,
+    audited_commands,
+    non_loopback_sockets,
+    session_pids,
+)
 from tiny_rm import write_char_rm  # noqa: E402
 
 REPO = HERE.parent.parent
@@ -60,7 +67,10 @@ class Run:
     log: str
     out_dir: Path
     seconds: float
-    sockets: list[str]  # sockets of the run's processes outside 127.0.0.0/8, seen while it ran
+    # outside 127.0.0.0/8: the run's sockets seen by the 1-second sampling, and every connect,
+    # sendto, listen, UDP bind and host lookup its Python processes made (the audit, with stacks)
+    sockets: list[str]
+    audited: list[str]  # command lines of the Python processes the audit covered
 
     @property
     def jsonl(self) -> Path:
@@ -135,6 +145,8 @@ def run_command(workspace):
 
     def run(argv: list[str], run_name: str, env: dict[str, str]) -> Run:
         log_path = workspace / f"{next(calls):02d}-{run_name}.log"  # a resume keeps its own
+        audit = audit_folder(log_path.stem)
+        env = audit_env(env, audit)
         start = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as log:
             proc = subprocess.Popen(argv, cwd=workspace, env=env, stdout=log,
@@ -167,7 +179,8 @@ def run_command(workspace):
                     time.sleep(1)
         text = log_path.read_text(errors="replace")
         return Run(rc=rc, log=text, out_dir=workspace / "runs" / run_name,
-                   seconds=time.monotonic() - start, sockets=seen)
+                   seconds=time.monotonic() - start, sockets=seen + audit_findings(audit),
+                   audited=audited_commands(audit))
 
     return run
 

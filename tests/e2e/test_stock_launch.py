@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sockets import session_pids
+from sockets import audit_env, audit_findings, audit_folder, session_pids
 
 HERE = Path(__file__).resolve().parent
 RECIPES = HERE.parent.parent / "recipes" / "openrlhf"
@@ -150,13 +150,17 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
     extra = [x for flag in ports for x in (flag, str(free_port()))]
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # the head's own processes (API server, job supervisor, workers) audited too; in the smoke
+    # mode its API server probes no cloud metadata server and reports nothing (ray_offline)
+    head_audit = audit_folder("job-head")
+    head_env = audit_env({**env, "BAI_CPU_SMOKE_TEST": "1"}, head_audit)
     temp = Path("/tmp") / f"bai-job-{os.getpid()}"  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
          "--include-dashboard", "true", "--num-gpus", "3", "--num-cpus", "4",
          "--temp-dir", str(temp), "--disable-usage-stats", *extra],
-        env=env, cwd=tmp_path, stdout=open(tmp_path / "ray-start.log", "w"),  # noqa: SIM115
+        env=head_env, cwd=tmp_path, stdout=open(tmp_path / "ray-start.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dash}"
@@ -178,6 +182,8 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
         _kill_tree(head.pid)
         shutil.rmtree(temp, ignore_errors=True)
     assert run.rc == 0, tail(run.log)
+    found = run.sockets + audit_findings(head_audit)
+    assert found == [], "\n".join(found)
     rows = run.rows()
     assert [r["step"] for r in rows] == [1, 2]
     # the job's runtime env carried BAI_BUCKET_WIDTH=10: 10-token reward-by-length buckets

@@ -75,9 +75,14 @@ def _bai(row: dict) -> dict:
 
 
 def test_cpu_mode_listens_and_connects_on_loopback_only(rpp, ppo):
-    """Ray (GCS, raylet, agents, workers), vLLM, DeepSpeed's gloo/TCPStore rendezvous and the
-    weight sync's TCP store: sampled every second, no socket leaves 127.0.0.0/8."""
+    """Ray (GCS, raylet, API server, agents, workers), vLLM, DeepSpeed's gloo/TCPStore
+    rendezvous and the weight sync's TCP store: sampled every second, and every connect, listen
+    and host lookup of their Python processes audited: nothing leaves 127.0.0.0/8 (Ray's API
+    server probed the cloud metadata servers at start until openrlhf_patches.ray_offline)."""
     assert rpp.sockets == [] and ppo.sockets == [], "\n".join(rpp.sockets + ppo.sockets)
+    for run in (rpp, ppo):  # the audit covered the processes that talk
+        for part in ("bin/bai-train", "ray/dashboard/dashboard.py", "default_worker.py"):
+            assert any(part in cmd for cmd in run.audited), (part, run.audited)
 
 
 def test_recipe_merged_the_actor_with_stock_mergekit(rpp, workspace):

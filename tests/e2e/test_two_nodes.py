@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from sockets import session_pids
+from sockets import audit_env, audit_findings, audit_folder, session_pids
 
 HERE = Path(__file__).resolve().parent
 SMALL = {"N_SAMPLES": "4", "ROLLOUT_BATCH_SIZE": "8", "TRAIN_BATCH_SIZE": "16", "LR": "1e-2",
@@ -26,16 +27,20 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     address = tmp / "address"
     temp = Path("/tmp") / f"bai-2n-{os.getpid()}"  # Ray's socket paths must stay short
+    # the cluster's processes (API server, raylets, workers: the trainer runs there) audited;
+    # in the smoke mode its API server probes no cloud metadata server (ray_offline)
+    audit = audit_folder("cluster")
+    env = audit_env({**os.environ, "BAI_CPU_SMOKE_TEST": "1"}, audit)
     proc = subprocess.Popen([sys.executable, str(HERE / "cluster_two_nodes.py"), str(address),
                              str(temp)], stdout=open(tmp / "cluster.log", "w"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 240
         while not address.exists():
             assert proc.poll() is None and time.monotonic() < deadline, (
                 (tmp / "cluster.log").read_text()[-3000:])
             time.sleep(1)
-        yield address.read_text().strip()
+        yield SimpleNamespace(address=address.read_text().strip(), audit=audit)
     finally:
         for _ in range(3):
             for pid in session_pids(proc.pid):
@@ -48,7 +53,7 @@ def cluster(tmp_path_factory):
 
 
 def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
-    run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes", MICRO, RAY_ADDRESS=cluster,
+    run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes", MICRO, RAY_ADDRESS=cluster.address,
                      **SMALL)
     assert run.rc == 0, "\n".join(run.log.splitlines()[-60:])
     assert [r["step"] for r in run.rows()] == [1, 2]
@@ -58,7 +63,8 @@ def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
                         run.log)
     assert head and trainer, "node ids not logged"
     assert trainer.group(1) == head.group(1)  # the trainer actor ran on the driver's node
-    assert run.sockets == [], "\n".join(run.sockets)
+    found = run.sockets + audit_findings(cluster.audit)
+    assert found == [], "\n".join(found)
 
 
 def test_a_model_path_missing_on_the_nodes_is_one_line_before_training(cluster, run_recipe,
@@ -67,8 +73,8 @@ def test_a_model_path_missing_on_the_nodes_is_one_line_before_training(cluster, 
     # asks each node on its own (the line names both)
     missing = tmp_path / "nowhere" / "bai-actor"
     run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes-missing",
-                     (*MICRO, "--actor.model_name_or_path", str(missing)), RAY_ADDRESS=cluster,
-                     **SMALL)
+                     (*MICRO, "--actor.model_name_or_path", str(missing)),
+                     RAY_ADDRESS=cluster.address, **SMALL)
     assert run.rc == 2, "\n".join(run.log.splitlines()[-60:])
     lines = [line for line in run.log.splitlines() if "does not exist on Ray node(s)" in line]
     assert len(lines) == 1 and str(missing) in lines[0], lines

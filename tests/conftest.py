@@ -1,0 +1,53 @@
+"""Loopback only, for the whole suite: every Python process a test starts is network-audited.
+
+At start-up the test session gets an audit root folder, and BAI_TEST_NETAUDIT / PYTHONPATH make
+every Python subprocess (and this process) load tests/netaudit/sitecustomize.py, which records
+each connect, sendto, listen, UDP bind and host lookup outside loopback (see tests/sockets.py).
+Tests that check a run themselves record into their own folders under the same root. At the end
+anything recorded anywhere is printed and fails the session; the folder is removed when clean.
+The model hub is off for the whole session (nothing is downloaded at run time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from sockets import AUDIT_ROOT_ENV, NETAUDIT, audit_env, audit_findings
+
+# no model hub at run time, so no hub telemetry either (TRL's trainers send it from a thread);
+# set here, before anything imports huggingface_hub, which reads them once at import
+for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_key, "1")
+
+_ROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _ROOT
+    if os.environ.get(AUDIT_ROOT_ENV):
+        return  # a session inside an audited one: the outer session reports
+    _ROOT = Path(tempfile.mkdtemp(prefix="bai-netaudit-"))
+    env = audit_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}, _ROOT / "session")
+    os.environ.update(env, **{AUDIT_ROOT_ENV: str(_ROOT)})
+    spec = importlib.util.spec_from_file_location("bai_netaudit", NETAUDIT / "sitecustomize.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # this process too
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _ROOT is None:
+        return
+    found = audit_findings(_ROOT)
+    if not found:
+        shutil.rmtree(_ROOT, ignore_errors=True)
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"network audit: {len(found)} use(s) of the network outside 127.0.0.0/8 "
+             f"(records in {_ROOT}):", *found]
+    for line in lines:
+        reporter.write_line(line, red=True) if reporter else print(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,4 +1,4 @@
-"""Test-only network audit, loaded by every Python process of an end-to-end run (PYTHONPATH).
+"""Test-only network audit, loaded by every Python process of the test session (PYTHONPATH).
 
 With BAI_TEST_NETAUDIT=DIR set, a `sys.addaudithook` hook records every socket `connect` and
 `sendto` whose address is not loopback, every name lookup of a host that is neither loopback
@@ -9,6 +9,8 @@ such a socket never accepts anything. Each audited process leaves DIR/seen-<pid>
 command line, so a test can tell which processes were covered. It only records: the run
 behaves as without it.
 The 1-second socket sampling in sockets.py still covers what is not Python (Ray's C++ servers).
+Standalone on purpose (stdlib only, nothing of tests/ importable here): `_loopback` mirrors
+sockets.is_loopback, adding host names.
 """
 
 from __future__ import annotations

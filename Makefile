@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest tests --durations=30
+	$(PY) -m pytest tests -n 2 --dist loadfile --durations=30
 
 # make demo: the toy family (bai-toy-world, trained once and cached) merged at alpha 0.5, probed,
 # trained 3 REINFORCE++ steps on its own RL prompts; DEMO_FAMILY=smollm2: SmolLM2-135M-Instruct

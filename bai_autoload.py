@@ -2,8 +2,9 @@
 
 The one post-import mechanism of bai: a `sys.meta_path` finder that answers only for the module
 names it watches (mergekit's registry, merge and run_yaml modules for the `bai` merge method,
-the `openrlhf` package for the training hooks, Ray's usage library for the CPU smoke mode, and
-what `when_imported` adds) and runs their callbacks after the module body has executed. Imports
+the `openrlhf` package for the training hooks, Ray's usage library for the CPU smoke mode,
+bitsandbytes' CPU backend for a narrow log filter (bai_core.quiet), and what `when_imported`
+adds) and runs their callbacks after the module body has executed. Imports
 nothing at start-up but `sys` (a benchmark measures it): plain classes, not importlib.abc, whose
 import alone costs milliseconds.
 """
@@ -18,6 +19,8 @@ _CALLBACKS = {
     "openrlhf": [("openrlhf_patches.activate", "on_openrlhf", True)],
     # Ray's API server probes cloud metadata servers: not in the CPU smoke mode (ray_offline)
     "ray._common.usage.usage_lib": [("openrlhf_patches.ray_offline", "patch_usage_lib", True)],
+    # bitsandbytes' CPU package body is empty: its ops module, which logs, loads right after
+    "bitsandbytes.backends.cpu": [("bai_core.quiet", "quiet_bitsandbytes", True)],
 }
 
 

@@ -180,7 +180,7 @@ def train_stage(model, tokenizer, batches: Iterator, stage: StageSpec, desc: str
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        recent = (recent + [float(loss)])[-20:]
+        recent = (recent + [loss.detach().item()])[-20:]
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
     bar.close()

@@ -146,9 +146,26 @@ def patch_run_yaml(module: ModuleType) -> None:
     module.main.callback = guarded
 
 
+def quiet_out_config(out_config: Callable[..., Any]) -> Callable[..., Any]:
+    """mergekit's `_model_out_config` without transformers' `torch_dtype` line (bai_core.quiet)."""
+    if getattr(out_config, "__bai_wrapped__", False):
+        return out_config
+    from bai_core.quiet import quiet_torch_dtype
+
+    @functools.wraps(out_config)
+    def wrapper(*args, **kwargs):
+        with quiet_torch_dtype():
+            return out_config(*args, **kwargs)
+
+    wrapper.__bai_wrapped__ = True
+    return wrapper
+
+
 def patch_merge_module(module: ModuleType) -> None:
     """Called when `mergekit.merge` has loaded, before run_yaml/multimerge import run_merge."""
     module.run_merge = wrap_run_merge(module.run_merge)
+    if hasattr(module, "_model_out_config"):
+        module._model_out_config = quiet_out_config(module._model_out_config)
 
 
 def install() -> None:

@@ -104,14 +104,26 @@ def tensor_table(folder: str) -> Table | None:
     return table
 
 
+def check_architectures(name: str, config: dict[str, Any]) -> None:
+    """mergekit finds a model's tensors by its config's `architectures`: it must name one."""
+    archs = config.get("architectures")
+    if isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs):
+        return
+    what = "no" if archs is None else "an empty" if archs == [] else f"an unusable ({archs!r})"
+    raise BaiMergeError(f"model {name}: config.json has {what} `architectures` key (a list such "
+                        "as [\"Qwen2ForCausalLM\"]: mergekit needs it to know the tensors)")
+
+
 def read_model_config(folder: str) -> dict[str, Any]:
-    """config.json of a local model folder as a dict; missing or broken is refused."""
+    """config.json of a local model folder as a dict; missing, broken or without
+    `architectures` is refused."""
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         raise BaiMergeError(f"model directory has no config.json: {folder}")
     data = _read_json(path, f"config.json in {folder}")
     if not isinstance(data, dict):
         raise BaiMergeError(f"config.json in {folder} is not a JSON object")
+    check_architectures(folder, data)
     return data
 
 
@@ -243,6 +255,7 @@ def preflight(config: Any, recipe: Recipe) -> MergePlan:
         raise BaiMergeError(f"tokenizer.source is not a model folder: {tok}")
     configs = {ref: _config_dict(ref, ids[n].startswith("path:")) for ref, n in zip(refs, names)}
     for ref, cfg in configs.items():  # one pretrained family: the base's architecture, shapes
+        check_architectures(str(ref), cfg)
         for field in FAMILY_FIELDS:
             if cfg.get(field) != configs[refs[0]].get(field):
                 raise BaiMergeError(f"{ref} is not of the base's family: {field} = "

@@ -7,6 +7,8 @@ driver, a `ray job submit` entrypoint, every Ray worker on every node, vLLM's en
 configuration is read when OpenRLHF imports Ray or its trainer, or when `bai-train` calls
 `arm()` (harmless when the import hook already registered). Armed, a process:
 - patches OpenRLHF's trainer classes as soon as their modules load (`hooks.patch_module`);
+- restores the normalization buffers of loaded reward models and critics (`value_buffers`,
+  a loading fix that BAI_DISABLE=1 leaves on);
 - in the driver, adds the resolved BAI_* settings to the runtime_env of OpenRLHF's own
   `ray.init`, so every Ray worker sees the same configuration, and logs one INFO line.
 Configuration comes from BAI_* variables and BAI_CONFIG (bai_core.config); a bad value is one
@@ -59,6 +61,10 @@ def _register() -> None:
     if _state["armed"]:
         return
     _state["armed"] = True
+    from .value_buffers import MODULES, patch
+
+    for name in MODULES:  # a loading fix, not a metric hook: on with BAI_DISABLE=1 too
+        when_imported(name, patch)
     when_imported("ray", lambda ray: wrap(ray, "init", _ray_init))
     for name in TARGET_MODULES:
         when_imported(name, _patch_module)

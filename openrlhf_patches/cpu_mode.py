@@ -38,6 +38,10 @@ _ENV_DEFAULTS = {
     CPU_ENV: "1",
     "DS_ACCELERATOR": "cpu",          # DeepSpeed's CPU accelerator (gloo, CPU ops)
     "VLLM_CPU_KVCACHE_SPACE": "1",    # GiB of KV cache per vLLM CPU engine
+    # the engine core in the rollout actor's process, not two more processes (engine core and
+    # worker) that import torch and vLLM again: about 20 CPU-seconds a run; vLLM's CPU backend
+    # then keeps its one-process executor (no OpenMP thread binding, which tiny models miss not)
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TOKENIZERS_PARALLELISM": "false",
     # loopback only: with Ray's cluster mode off, its node IP is 127.0.0.1 and every Ray server
     # binds there (a node IP of "127.0.0.1" alone is replaced by the interface address)

@@ -11,9 +11,13 @@ import pytest
 def small_family():
     """The small family from the user cache (~/.cache/bai/toy-world/<hash>, or
     $BAI_TOY_WORLD_CACHE): the first session trains it, later ones reuse it."""
-    from bai_demo.toy_world import SMALL, build_family
+    from filelock import FileLock
+
+    from bai_demo.toy_world import SMALL, build_family, cache_root
 
     start = time.monotonic()
-    family = build_family(SMALL)
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_root() / f".{SMALL.key}.lock")):  # one build for all xdist workers
+        family = build_family(SMALL)
     print(f"small toy world ready in {time.monotonic() - start:.0f} s: {family.root}")
     return family

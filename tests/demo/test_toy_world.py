@@ -24,6 +24,36 @@ def test_teacher_trace_carries():
     assert reasoning_answer(Problem(9, 5, 2)).endswith("9+5+0=14\n0+0+1=01\n</think>\n14")
 
 
+def test_a_training_stage_warns_nothing():
+    """The toy trainer's loop raises no warning (it once turned the loss, a tensor with a
+    gradient, into a float: torch's `requires_grad=True` UserWarning at every build)."""
+    import warnings
+
+    from transformers import Qwen2ForCausalLM
+
+    from bai_demo.toy_task import training_stream
+    from bai_demo.toy_train import (
+        ModelSpec,
+        StageSpec,
+        build_tokenizer,
+        pretraining_batches,
+        qwen2_config,
+        train_stage,
+    )
+
+    tok = build_tokenizer()
+    spec = ModelSpec(hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=1, num_key_value_heads=1)
+    model = Qwen2ForCausalLM(qwen2_config(spec, tok, "base"))
+    batches = pretraining_batches(tok, training_stream(TaskSpec(), 0, set()), 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = train_stage(model, tok, batches, StageSpec(steps=3, lr=1e-3, batch_size=4,
+                                                          warmup=1), "test stage")
+    assert loss > 0
+    assert [str(w.message) for w in caught] == []
+
+
 def test_heldout_is_deterministic_and_distinct():
     spec = TaskSpec(heldout_size=50)
     assert heldout_problems(spec) == heldout_problems(spec)

@@ -1,10 +1,17 @@
 """The Sequence Length Collapse detector in OpenRLHF's real loop, on an induced collapse.
 
 A TEST-ONLY reward that pays for short answers (`rewards_short.py`) makes the tiny merged actor's
-response length collapse within about 10 REINFORCE++ steps: this demonstrates the detector, not
-the paper's cause of collapse. The control run uses the shipped math reward (no pressure on
-length) for the same number of steps and must stay silent. A third run feeds a reward schedule
-(a dip, then a recovery) through the same loop to the Reward Hockey Stick detector.
+response length collapse within about 10 PPO steps (GAE, a critic): this demonstrates the
+detector, not the paper's cause of collapse. The run stops itself at the onset, saving actor and
+critic, and is then resumed from its last checkpoint. (The early stop is one hook of the trainer
+class every estimator shares; REINFORCE++ once had a collapse run of its own.)
+
+A second run feeds a reward schedule (a dip, then a recovery) through the same loop to the
+Reward Hockey Stick detector; its rewards are equal within a step, so REINFORCE++'s advantages
+are zero and nothing presses on the length: it is also the control run, in which the length
+detector must stay silent for the same number of steps. (The shipped math reward gives the tiny
+random actor 0 everywhere, the same zero advantages: the control once ran with it, a run of its
+own; bai-compare's end-to-end test runs that reward.)
 """
 
 from __future__ import annotations
@@ -32,38 +39,26 @@ def tail(text: str, n: int = 60) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
+# PPO (one sample per prompt in the recipe: 8 here, as REINFORCE++ would take), stopping at the
+# collapse onset with the critic saved, a checkpoint every step
+PPO_STOP = (*ARGS, "--rollout.n_samples_per_prompt", COLLAPSE["N_SAMPLES"],
+            "--bai.stop_on_collapse", "--critic.save_value_network", "--ckpt.save_steps", "1")
+
+
 @pytest.fixture(scope="module")
 def collapse(run_recipe):
-    return run_recipe("reinforce_pp_bai_7b.sh", "collapse",
-                      (*ARGS, "--bai.stop_on_collapse", "--ckpt.save_steps", "1"),
-                      REWARD_PY="rewards_short.py", **COLLAPSE)
-
-
-@pytest.fixture(scope="module")
-def ppo_collapse(run_recipe):
-    """The same induced collapse through the PPO recipe (GAE, a critic), saving the critic."""
-    return run_recipe("ppo_bai_7b.sh", "ppo-collapse",
-                      (*ARGS, "--rollout.n_samples_per_prompt", COLLAPSE["N_SAMPLES"],
-                       "--bai.stop_on_collapse", "--critic.save_value_network"),
-                      REWARD_PY="rewards_short.py", **COLLAPSE)
+    return run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, REWARD_PY="rewards_short.py",
+                      **COLLAPSE)
 
 
 @pytest.fixture(scope="module")
 def resumed(collapse, run_recipe):
     """The stopped run, resumed from its last checkpoint (the onset step) to the end."""
     first = collapse.rows()
-    run = run_recipe("reinforce_pp_bai_7b.sh", "collapse",
-                     (*ARGS, "--bai.stop_on_collapse", "--ckpt.save_steps", "1"),
-                     REWARD_PY="rewards_short.py", **COLLAPSE)
+    run = run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, REWARD_PY="rewards_short.py",
+                     **COLLAPSE)
     assert run.rc == 0, tail(run.log)
     return first, run
-
-
-@pytest.fixture(scope="module")
-def control(run_recipe):
-    run = run_recipe("reinforce_pp_bai_7b.sh", "control", ARGS, **COLLAPSE)
-    assert run.rc == 0, tail(run.log)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +112,14 @@ def test_actor_of_the_stopped_step_is_saved_in_hf_format(collapse):
     assert record["step"] == _onset(collapse) and record["actor_dir"] == str(collapse.out_dir)
 
 
-def test_ppo_early_stop_saves_the_critic_when_asked(ppo_collapse):
+def test_ppo_early_stop_saves_the_critic_when_asked(collapse):
     from transformers import AutoConfig
 
-    assert ppo_collapse.rc == EXIT_EARLY_STOP, tail(ppo_collapse.log)
-    record = json.loads((ppo_collapse.out_dir / "bai_stop.json").read_text())
-    assert record["step"] == _onset(ppo_collapse)
+    assert collapse.rc == EXIT_EARLY_STOP, tail(collapse.log)
+    record = json.loads((collapse.out_dir / "bai_stop.json").read_text())
+    assert record["step"] == _onset(collapse)
     critic = Path(record["critic_dir"])
-    assert critic == Path(f"{ppo_collapse.out_dir}_critic")
+    assert critic == Path(f"{collapse.out_dir}_critic")
     assert AutoConfig.from_pretrained(critic).model_type == "qwen2"
     assert list(critic.glob("*.safetensors")), sorted(p.name for p in critic.iterdir())
 
@@ -143,12 +138,12 @@ def test_report_finds_the_same_onset_in_jsonl_and_tensorboard(collapse):
         assert section["detected"] is True and section["onset_step"] == onset, path
 
 
-def test_control_run_with_math_reward_stays_silent(control):
-    rows = control.rows()
+def test_control_run_without_length_pressure_stays_silent(hockey):
+    rows = hockey.rows()
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(r["bai/detector/length_collapse"] == 0 for r in rows)
-    assert "Sequence Length Collapse" not in control.log
-    assert _report(control.jsonl)["length_collapse"]["detected"] is False
+    assert "Sequence Length Collapse" not in hockey.log
+    assert _report(hockey.jsonl)["length_collapse"]["detected"] is False
 
 
 def test_reward_hockey_stick_detected_in_the_real_loop(hockey):
@@ -164,6 +159,19 @@ def test_reward_hockey_stick_detected_in_the_real_loop(hockey):
         assert section["detected"] is True, path
         assert (section["onset_step"], section["min_step"], section["recovery_step"]) == (4, 6, 9)
         assert section["depth"] == pytest.approx(1.0 - 0.3875, abs=1e-6)
+
+
+def test_resume_restores_the_detector_baseline(resumed):
+    first, run = resumed
+    onset = first[-1]["step"]
+    assert "detector state restored" in run.log
+    rows = run.rows()  # the same bai_metrics.jsonl: the stopped run's rows, then the resumed
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    baseline = sum(r["bai/response_length/mean"] for r in first[:3]) / 3  # --bai.baseline_steps
+    resumed_first = rows[onset]
+    # a fresh detector would still be collecting its 3 baseline steps after the resume
+    assert resumed_first["bai/response_length/ratio_to_init"] == pytest.approx(
+        resumed_first["bai/response_length/mean"] / baseline, rel=1e-9)
 
 
 def test_resumed_run_keeps_the_episode_and_the_report_finds_the_original_onset(resumed, tmp_path):

@@ -1,8 +1,11 @@
 """Issue 17: a user's unchanged OpenRLHF launch gets the bai hooks because bai is installed.
 
-No `bai-train` anywhere: `python -m openrlhf.cli.train_ppo_ray ...` directly, and the same
-command through `ray job submit` to a Ray head on 127.0.0.1. The CPU patches come from the
-documented smoke-test opt-in BAI_CPU_SMOKE_TEST=1; configuration from BAI_* variables.
+No `bai-train` anywhere: `python -m openrlhf.cli.train_ppo_ray ...` through `ray job submit` to
+a Ray head on 127.0.0.1 (hooks on), and the same command directly, which starts its own Ray
+(hooks off by BAI_DISABLE=1, and hooks off by a bad value). The CPU patches come from the
+documented smoke-test opt-in BAI_CPU_SMOKE_TEST=1; configuration from BAI_* variables. (A
+direct launch with the hooks on once had a run of its own: its assertions are made on the job,
+whose driver runs that same command; bai-train's runs start their own Ray with the hooks on.)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ARGS = ("--rollout.micro_batch_size", "8", "--train.micro_batch_size", "8")
 SMALL = {"N_SAMPLES": "4", "ROLLOUT_BATCH_SIZE": "8", "TRAIN_BATCH_SIZE": "16", "LR": "1e-2"}
 STOCK_ENV = {"BAI_CPU_SMOKE_TEST": "1", "BAI_BASELINE_STEPS": "2"}
 ONE_STEP = ("--data.max_samples", "8")  # runs that only check that the hooks stayed off
+NO_REFERENCE = ("--algo.kl.init_coef", "0")  # no test here is about the KL: no reference model
 
 
 def tail(text: str, n: int = 60) -> str:
@@ -59,7 +63,7 @@ def stock(workspace, make_env):
                              cwd=workspace, capture_output=True, check=True, timeout=60)
         args = out.stdout.decode().split("\0")[:-1]
         assert "--bai.cpu" in args
-        return [a for a in args if not a.startswith("--bai.")]
+        return [a for a in args if not a.startswith("--bai.")] + list(NO_REFERENCE)
 
     return argv
 
@@ -81,33 +85,26 @@ def tb_tags(run) -> set[str]:
     return tags
 
 
-@pytest.fixture(scope="module")
-def plain(run_command, make_env, stock):
-    run = launch(run_command, make_env, stock("stock"), "stock")
-    assert run.rc == 0, tail(run.log)
-    return run
-
-
-def test_stock_launch_writes_the_jsonl_and_tensorboard_keys(plain):
-    rows = plain.rows()
+def test_stock_launch_writes_the_jsonl_and_tensorboard_keys(job):
+    run, _ = job
+    rows = run.rows()
     assert [r["step"] for r in rows] == [1, 2]
     assert all("bai/response_length/mean" in r for r in rows)
     assert rows[-1]["bai/detector/length_baseline"] > 0  # BAI_BASELINE_STEPS=2 took effect
-    tags = tb_tags(plain)
+    tags = tb_tags(run)
     assert "train/bai/response_length/mean" in tags and "train/bai/detector/length_collapse" in tags
-    active = [line for line in plain.log.splitlines() if "bai: hooks active" in line]
+    active = [line for line in run.log.splitlines() if "bai: hooks active" in line]
     assert len(active) == 1 and "BAI_DISABLE=1" in active[0]  # one INFO line, in the driver
-    assert plain.sockets == [], "\n".join(plain.sockets)
 
 
-def test_bai_disable_leaves_openrlhf_unchanged(run_command, make_env, stock, plain):
+def test_bai_disable_leaves_openrlhf_unchanged(run_command, make_env, stock, job):
     run = launch(run_command, make_env, [*stock("stock-off"), *ONE_STEP], "stock-off",
                  BAI_DISABLE="1")
     assert run.rc == 0, tail(run.log)
     assert not run.jsonl.exists()
     tags = tb_tags(run)
     assert not any("bai/" in t for t in tags)
-    assert tags == {t for t in tb_tags(plain) if "bai/" not in t}  # OpenRLHF's own logs
+    assert tags == {t for t in tb_tags(job[0]) if "bai/" not in t}  # OpenRLHF's own logs
     assert "bai: hooks active" not in run.log
 
 
@@ -141,7 +138,11 @@ def _kill_tree(sid: int) -> None:
         time.sleep(1)
 
 
-def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
+@pytest.fixture(scope="module")
+def job(run_command, stock, tmp_path_factory):
+    """The stock command through `ray job submit` to a head on 127.0.0.1: (run, findings of
+    the head's own audit)."""
+    tmp_path = tmp_path_factory.mktemp("job-head")
     port, dash = free_port(), free_port()
     # every port of its own: Ray's fixed defaults (dashboard agent, metrics) would collide
     # with another Ray on this machine
@@ -182,7 +183,12 @@ def test_ray_job_submit_to_a_loopback_head(run_command, stock, tmp_path):
         _kill_tree(head.pid)
         shutil.rmtree(temp, ignore_errors=True)
     assert run.rc == 0, tail(run.log)
-    found = run.sockets + audit_findings(head_audit)
+    return run, audit_findings(head_audit)
+
+
+def test_ray_job_submit_to_a_loopback_head(job):
+    run, head_findings = job
+    found = run.sockets + head_findings
     assert found == [], "\n".join(found)
     rows = run.rows()
     assert [r["step"] for r in rows] == [1, 2]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkcli
 import pytest
 import torch
 import yaml
@@ -58,13 +58,16 @@ class Run:
     stderr: str
 
 
-def run_cli(args: list[str], cwd: Path | None = None) -> Run:
-    """Run a console script of this venv in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error",
+CLI_ENV = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error",
+               HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=env
-    )
+CLI_ENV.pop("BAI_TRACEBACK", None)
+
+
+def run_cli(args: list[str], cwd: Path | None = None) -> Run:
+    """Run a console script of this venv in a process of its own, as a user would (a forked
+    child of a process that imported the tool once: tests/forkcli.py)."""
+    proc = forkcli.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=CLI_ENV)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -6,25 +6,21 @@ mergekit-yaml is mergekit's click CLI (`Error: ...`); bai-sweep is ours (`bai-sw
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forkcli
 import pytest
 import yaml
-from conftest import BIN, REPO, bai_config
+from conftest import BIN, CLI_ENV, bai_config
 from safetensors.torch import load_file, save_file
 
 from bai_mergekit.output import write_marker
-
-ENV = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error",
-           HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(REPO),
-                                                           os.environ.get("PYTHONPATH", "")]))
-ENV.pop("BAI_TRACEBACK", None)
 
 
 @dataclass
@@ -137,6 +133,10 @@ SHARED = [
      ("no-lm-head", "lm_head.weight")),
     ("missing-local-path", model(0, path=lambda f, d: "./models/instruct"),
      ("model path not found", "models/instruct")),
+    ("no-architectures", model(0, path=lambda f, d: f["_bad"] / "no-architectures"),
+     ("no-architectures", "has no `architectures` key")),
+    ("empty-architectures", model(1, path=lambda f, d: f["_bad"] / "empty-architectures"),
+     ("empty-architectures", "has an empty `architectures` key")),
 ]
 OUTPUTS = [
     ("out-is-cwd", lambda f, d: ".", ("current folder",)),
@@ -224,10 +224,19 @@ def snapshot(*roots: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def bad_family(family, tmp_path_factory) -> dict[str, Path]:
-    """The tiny family plus broken copies: no weights, truncated weights, no lm_head."""
+    """The tiny family plus broken copies: no weights, truncated weights, no lm_head, a
+    config.json without `architectures` and one with an empty list."""
     bad = tmp_path_factory.mktemp("bad-models")
-    for name in ("no-weights", "truncated", "no-lm-head"):
+    for name in ("no-weights", "truncated", "no-lm-head", "no-architectures",
+                 "empty-architectures"):
         shutil.copytree(family["reasoning"], bad / name)
+    for name, archs in (("no-architectures", None), ("empty-architectures", [])):
+        config_path = bad / name / "config.json"
+        config = json.loads(config_path.read_text())
+        config.pop("architectures")
+        if archs is not None:
+            config["architectures"] = archs
+        config_path.write_text(json.dumps(config))
     (bad / "no-weights" / "model.safetensors").unlink()
     weights = bad / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -252,15 +261,15 @@ def _run(case: Case, fam: dict, root: Path) -> None:
         argv.append("--quiet")
     watched = [fam["base"].parent, fam["_bad"], case_dir]
     before = snapshot(*watched)
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=case_dir, env=ENV,
-                          timeout=300)
+    proc = forkcli.run(argv, cwd=case_dir, env=CLI_ENV, timeout=300)
     case.result.update(rc=proc.returncode, stderr=proc.stderr, changed=sorted(
         k for k, v in snapshot(*watched).items() ^ before.items()))
 
 
 @pytest.fixture(scope="module")
 def results(bad_family, tmp_path_factory) -> dict[str, Case]:
-    """Run every case once, three at a time (each is a fresh process, as a user runs it)."""
+    """Run every case once, three at a time (each in a process of its own, as a user runs it:
+    a forked child of a process that imported the tool once, tests/forkcli.py)."""
     root = tmp_path_factory.mktemp("hostile")
     with ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(lambda c: _run(c, bad_family, root), CASES))

@@ -45,7 +45,7 @@ endif
 DEMO_TRAIN_ENV := CPU_SMOKE=1 SKIP_MERGE=1 ACTOR=bai-actor RUN_NAME=bai-reinforce SAVE_ROOT=runs \
 	$(DEMO_DATA) N_SAMPLES=4 \
 	ROLLOUT_BATCH_SIZE=4 TRAIN_BATCH_SIZE=8 PROMPT_MAX_LEN=128 MAX_NEW_TOKENS=96 LR=1e-5 \
-	PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1
+	PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1 BAI_CPU_DTYPE=fp32
 DEMO_TRAIN_ARGS := --algo.kl.init_coef 0 --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
 	--data.max_samples 12 --ckpt.save_steps 1000
 
@@ -71,36 +71,42 @@ demo: setup
 	@echo "  trained actor (HF format):           demo-out/runs/bai-reinforce/"
 	@echo "  training report:                     demo-out/train-report.png"
 
-# make paper (issue 13): reasoning, instruct and BAI alpha 0.1/0.5/0.9 of the toy family through
-# the shipped PPO recipe (GAE lambda 0.95, gamma 1.0; critic from the actor: no toy reward model)
-# and REINFORCE++, CPU mode, correctness reward only (the rule-based math verifier), same seed and
-# step budget for every actor; RL lr 1e-4 = a tenth of the toy SFT lr (the paper's 1e-6 is about
-# a tenth of a 7B SFT lr); reward-by-length buckets of 10 tokens (responses stay under 96).
-# PAPER_STEPS / PAPER_ALGOS / PAPER_OUT override.
+# make paper: the paper's third paradigm on the toy family (docs/paper.md). Reward = the toy
+# alignment reward model (trained on direct-answer pairs only), through OpenRLHF's own reward-model
+# path; PPO with the critic initialized from that RM, GAE lambda 0.95, gamma 1.0 (the recipe's
+# defaults); actors reasoning, instruct, BAI alpha 0.1 / 0.5 / 0.9; seeds 0,1,2 for reasoning and
+# BAI 0.5, seed 0 for the others; one ablation: reasoning with the critic from the actor; the
+# REINFORCE++ arm with the same reward. 64 responses a step, fp32 on every CPU (BAI_CPU_DTYPE),
+# RL lr 3e-5 (a tenth of the toy SFT lr, as the paper's 1e-6 is of a 7B SFT lr), 25 steps.
+# Then held-out accuracy by the rule-based verifier. PAPER_STEPS / PAPER_OUT / PAPER_ARMS override.
 PAPER_OUT ?= paper-out
-PAPER_STEPS ?= 40
-PAPER_ALGOS ?= ppo reinforce_pp
-PAPER_ENV := --env PROMPT_MAX_LEN=64 --env MAX_NEW_TOKENS=96 --env LR=1e-4 --env SAVE_STEPS=100000
-PAPER_ENV_ppo := --env ROLLOUT_BATCH_SIZE=12 --env TRAIN_BATCH_SIZE=12
-PAPER_ENV_reinforce_pp := --env N_SAMPLES=4 --env ROLLOUT_BATCH_SIZE=4 --env TRAIN_BATCH_SIZE=16
+PAPER_STEPS ?= 25
+PAPER_ARMS ?= ppo reinforce_pp
+PAPER_ENV := --env PROMPT_MAX_LEN=64 --env MAX_NEW_TOKENS=128 --env LR=3e-5 \
+	--env SAVE_STEPS=100000 --env BAI_CPU_DTYPE=fp32
+PAPER_ENV_ppo := --env ROLLOUT_BATCH_SIZE=64 --env TRAIN_BATCH_SIZE=64 \
+	--seeds 0 --actor-seeds reasoning=0,1,2 --actor-seeds bai-a0.5=0,1,2
+PAPER_ENV_reinforce_pp := --env N_SAMPLES=4 --env ROLLOUT_BATCH_SIZE=16 --env TRAIN_BATCH_SIZE=64 \
+	--seeds 0
 
 paper: setup
-	@echo "[paper] toy family and BAI actors (bai-toy-world; a first build trains them, cached after)"
+	@echo "[paper] toy family, its reward model and the BAI actors (bai-toy-world; cached after a first build)"
 	mkdir -p $(PAPER_OUT) && $(VENV)/bin/bai-toy-world build --alpha 0.1,0.5,0.9 --json > $(PAPER_OUT)/family.json
 	@F=$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["root"])' \
 		$(PAPER_OUT)/family.json); \
-	for algo in $(PAPER_ALGOS); do \
-		echo "[paper] bai-compare $${algo}_bai_7b, $(PAPER_STEPS) steps, 5 actors -> $(PAPER_OUT)/$$algo"; \
-		env=""; [ $$algo = ppo ] && env="$(PAPER_ENV_ppo)" || env="$(PAPER_ENV_reinforce_pp)"; \
+	for arm in $(PAPER_ARMS); do \
+		echo "[paper] bai-compare $${arm}_bai_7b, $(PAPER_STEPS) steps -> $(PAPER_OUT)/$$arm"; \
+		env=""; [ $$arm = ppo ] && env="$(PAPER_ENV_ppo) --actor reasoning-critic-actor=$$F/reasoning \
+			--actor-env reasoning-critic-actor=CRITIC_INIT=$$F/reasoning" || env="$(PAPER_ENV_reinforce_pp)"; \
 		PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1 $(VENV)/bin/bai-compare \
-			$${algo}_bai_7b --cpu --steps $(PAPER_STEPS) --out $(PAPER_OUT)/$$algo \
+			$${arm}_bai_7b --cpu --steps $(PAPER_STEPS) --out $(PAPER_OUT)/$$arm \
 			--actor reasoning=$$F/reasoning --actor instruct=$$F/instruct \
 			--actor bai-a0.1=$$F/actors/bai-a0.1 --actor bai-a0.5=$$F/actors/bai-a0.5 \
 			--actor bai-a0.9=$$F/actors/bai-a0.9 \
 			--prompts $$F/prompts/train.jsonl --heldout $$F/prompts/heldout.jsonl \
-			--eval-max-tokens 96 $(PAPER_ENV) $$env \
-			-- --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
-			--bai.bucket_width 10 --bai.num_buckets 10 || status=1; \
+			--eval-max-tokens 128 --env REWARD_MODEL=$$F/reward $(PAPER_ENV) $$env \
+			-- --rollout.micro_batch_size 16 --train.micro_batch_size 16 \
+			--bai.bucket_width 10 --bai.num_buckets 13 --bai.samples 8 || status=1; \
 	done; \
 	echo "[paper] tables: $(PAPER_OUT)/*/comparison.md, plots: $(PAPER_OUT)/*/comparison.png"; \
 	exit $${status:-0}

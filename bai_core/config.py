@@ -57,6 +57,9 @@ class BaiConfig:
         False, "end the run after the step where a length collapse is detected; the model of "
         "that step is saved to the run's output folder")
     think_close_token: str = _opt(THINK_CLOSE, "token closing the think block")
+    samples: int = _opt(
+        0, "responses a step written as text (prompt, response, reward) to bai_samples.jsonl "
+        "beside the metrics; 0 = none", (lambda v: v >= 0, ">= 0"))
     jsonl: str = _opt("", "metrics JSONL path (default <output dir>/bai_metrics.jsonl)")
     disable: bool = _opt(False, "no BAI hooks: the framework runs unchanged")
 

@@ -15,7 +15,7 @@ import torch
 
 from bai_core import metrics
 from bai_core.config import LENGTH_FIELDS, REWARD_FIELDS, BaiConfig
-from bai_core.constants import JSONL_NAME, THINK_CLOSE
+from bai_core.constants import JSONL_NAME, SAMPLES_NAME, THINK_CLOSE
 from bai_core.detectors import LengthCollapseDetector, RewardHockeyStickDetector
 
 logger = logging.getLogger("bai")
@@ -191,6 +191,23 @@ class BaiMonitor:
             append_row(self.jsonl_path, {"step": step, **stats})
         except Exception as exc:
             self.guard("jsonl write", exc)
+
+    @property
+    def samples_path(self) -> str | None:
+        """bai_samples.jsonl beside the metrics JSONL (None without one)."""
+        return os.path.join(os.path.dirname(self.jsonl_path), SAMPLES_NAME) \
+            if self.jsonl_path else None
+
+    def write_samples(self, step: int, samples: Sequence[dict[str, Any]]) -> None:
+        """Append one row per sample (`config.samples` of them at most), with the step."""
+        path = self.samples_path
+        if not path or self.config.samples <= 0:
+            return
+        try:
+            for index, sample in enumerate(samples[: self.config.samples]):
+                append_row(path, {"step": step, "index": index, **sample})
+        except Exception as exc:
+            self.guard("samples write", exc)
 
     def collapse_evidence(self, step: int) -> str:
         """One line naming the step and what the length detector saw there."""

@@ -29,11 +29,14 @@ class TaskSpec:
     at the same place: a 1M-parameter model then learns to read them within minutes, while
     digit positions that move with the operand lengths were not learned in the same budget."""
 
-    max_digits: int = 4
-    digit_weights: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)
+    max_digits: int = 3
+    digit_weights: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
     heldout_size: int = 200
     rl_train_size: int = 512
     seed: int = 1234
+    # the teacher re-checks 0..recheck_max random columns after adding them (uniform), so its
+    # traces vary in length while the answer stays the same
+    recheck_max: int = 3
 
     def __post_init__(self) -> None:
         if len(self.digit_weights) != self.max_digits:
@@ -78,15 +81,46 @@ def trace_lines(problem: Problem) -> list[str]:
     return lines
 
 
+def recheck_lines(problem: Problem, count: int, rng: random.Random) -> list[str]:
+    """`count` re-checks of random columns: `check x+y+c=ss`, the column's line again."""
+    lines = trace_lines(problem)
+    return [f"check {lines[rng.randrange(len(lines))]}" for _ in range(count)]
+
+
 def direct_answer(problem: Problem) -> str:
     """What the instruct model is trained to say: the sum, nothing else."""
     return problem.answer
 
 
-def reasoning_answer(problem: Problem) -> str:
-    """What the distilled reasoning model is trained to say: think trace, then the sum."""
-    return f"{THINK_OPEN}\n" + "\n".join(trace_lines(problem)) + f"\n{THINK_CLOSE}\n" + \
-        problem.answer
+def reasoning_answer(problem: Problem, rechecks: int = 0, rng: random.Random | None = None
+                     ) -> str:
+    """What the distilled reasoning model is trained to say: think trace (the columns, then
+    `rechecks` re-checked columns), then the sum."""
+    lines = trace_lines(problem) + recheck_lines(problem, rechecks, rng or random.Random(0))
+    return f"{THINK_OPEN}\n" + "\n".join(lines) + f"\n{THINK_CLOSE}\n" + problem.answer
+
+
+class Teacher:
+    """The reasoning teacher of one training stream: a trace with a random number of re-checks
+    (0..recheck_max, its own seeded draw) for each problem it is asked."""
+
+    def __init__(self, spec: TaskSpec, seed: int) -> None:
+        self.recheck_max = spec.recheck_max
+        self.rng = random.Random(f"teacher-{spec.seed}-{seed}")
+
+    def __call__(self, problem: Problem) -> str:
+        return reasoning_answer(problem, self.rng.randint(0, self.recheck_max), self.rng)
+
+
+def wrong_answer(problem: Problem, rng: random.Random) -> str:
+    """The sum with one digit changed (never a leading zero): a near miss, as a reward
+    model's rejected answer."""
+    digits = list(problem.answer)
+    i = rng.randrange(len(digits))
+    choices = [d for d in "0123456789" if d != digits[i] and not (i == 0 and d == "0"
+                                                                   and len(digits) > 1)]
+    digits[i] = rng.choice(choices)
+    return "".join(digits)
 
 
 def raw_documents(problem: Problem) -> tuple[str, str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bai_core.cli import BaiError, UsageError, add_verbose, tool_main
+from bai_demo.toy_reward import RewardSpec
 from bai_demo.toy_task import (
     TaskSpec,
+    Teacher,
     direct_answer,
     heldout_problems,
-    reasoning_answer,
     rl_train_problems,
     training_stream,
     write_prompt_file,
@@ -31,31 +34,36 @@ from bai_demo.toy_train import ModelSpec, StageSpec
 
 LOG = logging.getLogger(__name__)
 PROG = "bai-toy-world"
-FORMAT_VERSION = 3  # bump when the code changes what a recipe builds
-# the raw pretraining (stage 1 of the base) is unchanged since format 2: families of format >= 2
-# with the same task, model, base stage and seed share its weights (see _cached_base)
-PRETRAIN_FORMAT = 2
+FORMAT_VERSION = 4  # bump when the code changes what a recipe builds
 MANIFEST = "toy_world.json"
 ROLES = ("base", "instruct", "reasoning")
+REWARD_ROLE = "reward"  # the alignment reward model (and the PPO critic's start)
 CACHE_ENV = "BAI_TOY_WORLD_CACHE"
-THREADS_ENV = "BAI_TOY_WORLD_THREADS"  # torch threads for training (default 1: these matmuls
-# are too small to gain from a second thread, and lose badly when the cores are shared)
+THREADS_ENV = "BAI_TOY_WORLD_THREADS"  # torch threads for training; default: up to 2 (measured
+# on 2 idle cores: 1.7x the steps per second of one thread); the tests set 1, since their
+# workers share the cores and small matmuls lose badly on a busy second thread
 
 
 @dataclass(frozen=True)
 class WorldRecipe:
-    """Everything that decides the family's weights; its hash names the cache folder."""
+    """Everything that decides the family's weights; its hash names the cache folder.
+
+    The skill lives in the base: it is trained from the start on raw text plus, as
+    `chat_share` of each batch, chat-formatted sums answered in both styles (half direct, half
+    with the teacher's trace), as real bases are annealed on instruction-style data. Short,
+    low-lr SFTs then pick a style, so the roles stay in one basin and their merges keep the
+    skill. The reward model starts from the base and learns instruct-kind preferences only."""
 
     name: str
     task: TaskSpec = field(default_factory=TaskSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
-    base: StageSpec = StageSpec(steps=1000, lr=2e-3)
-    # the base's second stage (mid-training): raw text mixed with chat-formatted sums answered
-    # in both styles (direct and <think> trace, equal shares); `mid_chat_share` of each batch
-    mid: StageSpec | None = StageSpec(steps=150, lr=1e-3)
-    mid_chat_share: float = 0.5
-    instruct: StageSpec = StageSpec(steps=60, lr=1e-3)
-    reasoning: StageSpec = StageSpec(steps=200, lr=1e-3)
+    base: StageSpec = StageSpec(steps=3000, lr=2e-3)
+    chat_share: float = 0.5
+    # instruct at a third of the reasoning lr: at equal lrs the two SFT deltas cancel in the
+    # merges (every BAI actor answered like the base, whatever alpha); measured: docs/toy-world.md
+    instruct: StageSpec = StageSpec(steps=40, lr=1e-4)
+    reasoning: StageSpec = StageSpec(steps=80, lr=3e-4)
+    reward: RewardSpec | None = field(default_factory=RewardSpec)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -68,23 +76,21 @@ class WorldRecipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-
 FULL = WorldRecipe(name="full")
 SMALL = WorldRecipe(
     name="small",
-    task=TaskSpec(max_digits=3, digit_weights=(1 / 3, 1 / 3, 1 / 3), heldout_size=96,
-                  rl_train_size=256),
-    base=StageSpec(steps=800, lr=2e-3),
-    mid=StageSpec(steps=100, lr=1e-3),
-    instruct=StageSpec(steps=40, lr=1e-3),
-    reasoning=StageSpec(steps=150, lr=1e-3),
+    task=TaskSpec(max_digits=2, digit_weights=(0.5, 0.5), heldout_size=96, rl_train_size=256,
+                  recheck_max=2),
+    base=StageSpec(steps=900, lr=2e-3),
+    instruct=StageSpec(steps=60, lr=1e-4),
+    reward=RewardSpec(steps=150),
 )
 RECIPES = {"full": FULL, "small": SMALL}
 
 
 @dataclass(frozen=True)
 class Family:
-    """A built family: the three role folders and the prompt files."""
+    """A built family: the three role folders, the reward model and the prompt files."""
 
     root: Path
 
@@ -104,6 +110,10 @@ class Family:
         return self.root / "reasoning"
 
     @property
+    def reward_model(self) -> Path:
+        return self.root / REWARD_ROLE
+
+    @property
     def train_prompts(self) -> Path:
         return self.root / "prompts" / "train.jsonl"
 
@@ -116,7 +126,10 @@ class Family:
         return json.loads((self.root / MANIFEST).read_text())
 
     def paths(self) -> dict[str, Path]:
-        return {**{r: self.role(r) for r in ROLES}, "train_prompts": self.train_prompts,
+        paths = {r: self.role(r) for r in ROLES}
+        if (self.reward_model / "config.json").is_file():
+            paths["reward_model"] = self.reward_model
+        return {**paths, "train_prompts": self.train_prompts,
                 "heldout_prompts": self.heldout_prompts}
 
 
@@ -131,39 +144,43 @@ def _complete(root: Path, recipe: WorldRecipe) -> bool:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
+    roles = ROLES + ((REWARD_ROLE,) if recipe.reward else ())
     return manifest.get("key") == recipe.key and all(
-        (root / r / "model.safetensors").is_file() for r in ROLES)
+        (root / r / "model.safetensors").is_file() for r in roles)
 
 
 def _base_part(recipe: dict) -> dict:
-    return {k: recipe.get(k) for k in ("task", "model", "base", "seed")}
+    return {k: recipe.get(k) for k in ("format_version", "task", "model", "base", "chat_share",
+                                       "seed")}
 
 
 def _cached_base(recipe: WorldRecipe, *folders: Path) -> tuple[Path, dict] | None:
-    """The raw-pretrained model of a complete family in one of `folders` pretrained by the same
-    recipe (pretraining is most of a build; the later stages are what recipes change):
-    `pretrained/` of a family with a mid-training stage, else its `base/`."""
+    """The base of a complete family in one of `folders` trained by the same base recipe (the
+    base is most of a build; the SFTs and the reward model are what recipes change)."""
     want = _base_part(json.loads(json.dumps(recipe.to_dict())))
     manifests = [m for f in dict.fromkeys(folders) for m in sorted(f.glob(f"*/{MANIFEST}"))]
     for manifest in manifests:
         try:
             data = json.loads(manifest.read_text())
-            same = _base_part(data["recipe"]) == want and \
-                data["recipe"]["format_version"] >= PRETRAIN_FORMAT
-            stats = data["stages"]["pretrain" if data["recipe"].get("mid") else "base"]
+            same = _base_part(data["recipe"]) == want
+            stats = data["stages"]["base"]
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             continue
-        model = manifest.parent / ("pretrained" if data["recipe"].get("mid") else "base")
+        model = manifest.parent / "base"
         if same and (model / "model.safetensors").is_file():
             return model, {**stats, "reused_from": manifest.parent.name}
     return None
 
 
-def mid_training_batches(tokenizer, task: TaskSpec, seed: int, exclude: set, chat_share: float):
-    """The base's mid-training mix: raw documents, plus `chat_share` of each batch as
-    chat-formatted sums, half answered directly and half with the <think> trace (so the base
-    reads the chat format and knows both answer styles, as real base models are annealed on
-    instruction-style data; the SFTs then pick one style)."""
+def stream_seed(recipe: WorldRecipe, part: int) -> int:
+    """The seed of one training stream of a recipe (distinct per part and per recipe seed)."""
+    return recipe.seed * 100 + part
+
+
+def base_batches(tokenizer, task: TaskSpec, seed: int, exclude: set, chat_share: float):
+    """The base's training mix: raw documents (bare equations, worked sums), plus `chat_share`
+    of each batch as chat-formatted sums, half answered directly and half with the teacher's
+    trace (so the base reads the chat format and knows both answer styles)."""
     from bai_demo.toy_train import pretraining_batches, sft_batches
 
     raw = next(pretraining_batches(tokenizer, training_stream(task, seed + 10, exclude),
@@ -171,7 +188,7 @@ def mid_training_batches(tokenizer, task: TaskSpec, seed: int, exclude: set, cha
     direct = next(sft_batches(tokenizer, training_stream(task, seed + 11, exclude),
                               direct_answer))
     trace = next(sft_batches(tokenizer, training_stream(task, seed + 12, exclude),
-                             reasoning_answer))
+                             Teacher(task, seed + 12)))  # seed: stream_seed(recipe, 0)
 
     def batch(size: int) -> list:
         half = round(size * chat_share / 2)
@@ -182,62 +199,68 @@ def mid_training_batches(tokenizer, task: TaskSpec, seed: int, exclude: set, cha
 
 
 def _train_family(tmp: Path, recipe: WorldRecipe) -> dict:
-    """Train the three roles into `tmp`; returns timings and final losses."""
+    """Train the roles and the reward model into `tmp`; returns timings, losses, RM figures."""
     import torch
     from transformers import Qwen2ForCausalLM
 
+    from bai_demo.toy_reward import (
+        preference_pairs,
+        reward_figures,
+        save_reward_model,
+        train_reward_model,
+    )
     from bai_demo.toy_train import (
         build_tokenizer,
-        pretraining_batches,
         qwen2_config,
         save_role,
         sft_batches,
         train_stage,
     )
 
-    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1") or 1))
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "") or min(2, os.cpu_count() or 1)))
     tokenizer = build_tokenizer()
-    heldout = heldout_problems(recipe.task)
+    task = recipe.task
+    heldout = heldout_problems(task)
     exclude = set(heldout)
     write_prompt_file(tmp / "prompts" / "heldout.jsonl", heldout)
-    write_prompt_file(tmp / "prompts" / "train.jsonl", rl_train_problems(recipe.task, exclude))
+    write_prompt_file(tmp / "prompts" / "train.jsonl", rl_train_problems(task, exclude))
     stats: dict[str, dict] = {}
 
     start = time.monotonic()
-    stage1 = "pretrain" if recipe.mid else "base"
     shared = _cached_base(recipe, tmp.parent, cache_root())
     if shared is not None:
-        LOG.info("toy world %s: pretrained model reused from %s (same pretraining recipe)",
-                 recipe.name, shared[0])
+        LOG.info("toy world %s: base reused from %s (same base recipe)", recipe.name, shared[0])
         base = Qwen2ForCausalLM.from_pretrained(shared[0], dtype=torch.float32)
-        stats[stage1] = shared[1]
+        stats["base"] = shared[1]
     else:
         torch.manual_seed(recipe.seed)
         base = Qwen2ForCausalLM(qwen2_config(recipe.model, tokenizer, "base"))
-        loss = train_stage(base, tokenizer, pretraining_batches(
-            tokenizer, training_stream(recipe.task, recipe.seed, exclude), recipe.seed),
-            recipe.base, "base (pretraining)")
-        stats[stage1] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
-    if recipe.mid:
-        save_role(base, tokenizer, tmp / "pretrained", "base", recipe.model)
-        start = time.monotonic()
-        torch.manual_seed(recipe.seed + 3)
-        loss = train_stage(base, tokenizer, mid_training_batches(
-            tokenizer, recipe.task, recipe.seed, exclude, recipe.mid_chat_share),
-            recipe.mid, "base (mid-training)")
+        loss = train_stage(base, tokenizer, base_batches(
+            tokenizer, task, stream_seed(recipe, 0), exclude, recipe.chat_share), recipe.base,
+            "base (raw text + chat sums in both styles)")
         stats["base"] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
     save_role(base, tokenizer, tmp / "base", "base", recipe.model)
-    for role, answer, stage in (("instruct", direct_answer, recipe.instruct),
-                                ("reasoning", reasoning_answer, recipe.reasoning)):
-        torch.manual_seed(recipe.seed + 1)
+    for part, role, answer, stage in (
+            (1, "instruct", direct_answer, recipe.instruct),
+            (2, "reasoning", Teacher(task, stream_seed(recipe, 2)), recipe.reasoning)):
+        torch.manual_seed(stream_seed(recipe, part))
         model = copy.deepcopy(base)
         start = time.monotonic()
-        stream = training_stream(recipe.task, recipe.seed + (1 if role == "instruct" else 2),
-                                 exclude)
+        stream = training_stream(task, stream_seed(recipe, part), exclude)
         loss = train_stage(model, tokenizer, sft_batches(tokenizer, stream, answer), stage,
                            f"{role} (SFT)")
         save_role(model, tokenizer, tmp / role, role, recipe.model)
         stats[role] = {"seconds": round(time.monotonic() - start, 1), "final_loss": loss}
+    if recipe.reward is not None:
+        torch.manual_seed(stream_seed(recipe, 4))
+        start = time.monotonic()
+        pairs = preference_pairs(tokenizer, training_stream(task, stream_seed(recipe, 4),
+                                                            exclude),
+                                 task, stream_seed(recipe, 4), recipe.reward.trace_share)
+        rm = train_reward_model(base, tokenizer, pairs, recipe.reward)
+        save_reward_model(rm, tokenizer, tmp / REWARD_ROLE)
+        stats[REWARD_ROLE] = {"seconds": round(time.monotonic() - start, 1),
+                              **reward_figures(rm, tokenizer, heldout, task)}
     return stats
 
 
@@ -332,11 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train (once, cached by recipe hash) a tiny Qwen2 family on n-digit "
-        "addition: base (pretrained on raw text), instruct (SFT, direct answers) and reasoning "
-        "(SFT on a teacher program's <think> carry traces); print the paths.")
+        "addition: base (raw text and chat sums in both styles), instruct (short SFT, direct "
+        "answers), reasoning (short SFT on a teacher program's <think> carry traces) and an "
+        "alignment reward model (Bradley-Terry on direct-answer pairs); print the paths.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build or reuse the family and print its paths")
-    b.add_argument("--small", action="store_true", help="the small test family (about 1 min)")
+    b.add_argument("--small", action="store_true", help="the small test family (about 2 min)")
+    b.add_argument("--seed", type=int, default=None,
+                   help="training seed of the recipe (default: its own, 0): each seed is a "
+                   "family of its own, cached by its hash")
+    b.add_argument("--rm-trace-share", type=float, default=None, metavar="S",
+                   help="share of think-trace pairs in the reward model's data (default 0, the "
+                   "paper's case: an RM of the instruct kind)")
     b.add_argument("--out", type=Path, help="family folder (default: the cache, "
                    f"${CACHE_ENV} or ~/.cache/bai/toy-world/<recipe hash>)")
     b.add_argument("--alpha", type=_alphas, default=[], metavar="A[,A...]",
@@ -347,18 +377,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the paths (or JSON) only:
+        paths, recipe, family = _build_family(args)  # DeepSpeed's logger prints to stdout
+    reward = family.manifest["stages"].get(REWARD_ROLE)
+    if args.json:
+        print(json.dumps({"recipe": recipe.name, "key": recipe.key, "seed": recipe.seed,
+                          "root": str(family.root), "paths": paths, "reward_model": reward},
+                         indent=1))
+        return 0
+    width = max(len(k) for k in paths)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in paths.items()))
+    if reward:
+        print(f"reward model on {reward['problems']} held-out problems: pair accuracy "
+              f"{reward['pair_accuracy_direct']:.2f} (direct answers), "
+              f"{reward['pair_accuracy_trace']:.2f} (think traces); mean score "
+              f"{reward['score_direct_correct']:+.2f} / {reward['score_direct_wrong']:+.2f} "
+              f"(direct right / wrong), {reward['score_trace_correct']:+.2f} / "
+              f"{reward['score_trace_wrong']:+.2f} (trace right / wrong)")
+    return 0
+
+
+def _build_family(args: argparse.Namespace) -> tuple[dict[str, str], WorldRecipe, Family]:
     recipe = SMALL if args.small else FULL
+    if args.seed is not None:
+        recipe = dataclasses.replace(recipe, seed=args.seed)
+    if args.rm_trace_share is not None:
+        if not 0.0 <= args.rm_trace_share <= 1.0:
+            raise UsageError(f"--rm-trace-share must be in [0, 1], got {args.rm_trace_share}")
+        recipe = dataclasses.replace(recipe, reward=dataclasses.replace(
+            recipe.reward or RewardSpec(), trace_share=args.rm_trace_share))
     family = build_family(recipe, args.out)
     paths = {k: str(v) for k, v in family.paths().items()}
     for alpha in args.alpha:
         paths[f"bai-a{alpha:g}"] = str(bai_actor(family, alpha))
-    if args.json:
-        print(json.dumps({"recipe": recipe.name, "key": recipe.key, "root": str(family.root),
-                          "paths": paths}, indent=1))
-    else:
-        width = max(len(k) for k in paths)
-        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in paths.items()))
-    return 0
+    return paths, recipe, family
 
 
 def main(argv: Sequence[str] | None = None) -> int:

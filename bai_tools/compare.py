@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bai_core.cli import BaiError, UsageError, add_verbose, tool_main
-from bai_tools.compare_runs import RunPlan, RunResult, dry_run_argv, train_actor
+from bai_tools.compare_runs import RunPlan, RunResult, budget_args, dry_run_argv, train_actor
 from openrlhf_patches.argv import flag_value
 
 LOG = logging.getLogger(__name__)
@@ -52,11 +53,54 @@ def parse_actor(text: str) -> tuple[str, str]:
     return name, str(path.resolve()) if local else where
 
 
-def parse_env(text: str) -> tuple[str, str]:
+def parse_env(text: str, flag: str = "--env") -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-        raise UsageError(f"--env {text!r}: expected KEY=VALUE")
+        raise UsageError(f"{flag} {text!r}: expected KEY=VALUE")
     return key, value
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """Comma-separated distinct integers."""
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{flag} {text!r}: expected distinct integers")
+    return seeds
+
+
+def per_actor(values: Sequence[str], flag: str, names: Sequence[str]) -> dict[str, list[str]]:
+    """NAME=REST options (repeatable) by actor; an unknown NAME is refused."""
+    out: dict[str, list[str]] = {}
+    for text in values:
+        name, sep, rest = text.partition("=")
+        if not sep or not rest:
+            raise UsageError(f"{flag} {text!r}: expected NAME=...")
+        if name not in names:
+            raise UsageError(f"{flag} {text!r}: no --actor named {name!r}")
+        out.setdefault(name, []).append(rest)
+    return out
+
+
+def run_specs(actors: Sequence[tuple[str, str]], args: argparse.Namespace
+              ) -> list[tuple[str, str, str, int, dict[str, str]]]:
+    """(actor name, run name, path, seed, recipe env) per run: every actor once per seed (its
+    --actor-seeds, else --seeds, else --seed); runs/NAME for one seed, runs/NAME-seedS else."""
+    names = [n for n, _ in actors]
+    default = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    seeds = {n: parse_seeds(v[-1], "--actor-seeds")
+             for n, v in per_actor(args.actor_seeds, "--actor-seeds", names).items()}
+    envs = {n: dict(parse_env(e, "--actor-env") for e in v)
+            for n, v in per_actor(args.actor_env, "--actor-env", names).items()}
+    specs = []
+    for name, path in actors:
+        mine = seeds.get(name, default)
+        for seed in mine:
+            run = name if len(mine) == 1 else f"{name}-seed{seed}"
+            specs.append((name, run, path, seed, envs.get(name, {})))
+    return specs
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -165,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="comparison folder (runs/, logs/)")
     p.add_argument("--steps", type=int, required=True, help="training steps per actor")
     p.add_argument("--seed", type=int, default=42, help="training seed of every run (42)")
+    p.add_argument("--seeds", metavar="S[,S...]",
+                   help="train every actor once per seed (the table gives mean and min-max)")
+    p.add_argument("--actor-seeds", action="append", default=[], metavar="NAME=S[,S...]",
+                   help="seeds of one actor, instead of --seeds (repeatable)")
+    p.add_argument("--actor-env", action="append", default=[], metavar="NAME=KEY=VALUE",
+                   help="a recipe variable for one actor only, e.g. NAME=CRITIC_INIT=path "
+                   "(repeatable)")
     p.add_argument("--cpu", action="store_true",
                    help="CPU smoke mode of the recipe (CPU_SMOKE=1, bai-train --bai.cpu)")
     p.add_argument("--prompts", help="training prompts (PROMPT_DATA): JSONL or a dataset id")
@@ -235,35 +286,47 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if count is not None and count < need:
         raise UsageError(f"{args.steps} steps of {batch} prompts need {need} prompts; "
                          f"{data} has {count}")
-    from bai_tools.compare_runs import budget_args
-
-    budget = budget_args(plan, int(batch))
-    _echo(f"{len(actors)} actor(s), {plan.recipe.name}, {args.steps} steps of {batch} prompts, "
-          f"seed {args.seed}{', CPU smoke mode' if args.cpu else ''}; output in {out}")
+    specs = run_specs(actors, args)
+    seeds = sorted({seed for *_, seed, _ in specs})
+    _echo(f"{len(actors)} actor(s), {len(specs)} run(s), {plan.recipe.name}, {args.steps} steps "
+          f"of {batch} prompts, seed(s) {','.join(map(str, seeds))}"
+          f"{', CPU smoke mode' if args.cpu else ''}; output in {out}")
     results: list[RunResult] = []
-    for index, (name, path) in enumerate(actors, start=1):
-        position = f"[{index}/{len(actors)}] "
+    for index, (name, run, path, seed, env) in enumerate(specs, start=1):
+        position = f"[{index}/{len(specs)}] "
         if path.startswith("/") and not os.path.exists(path):
-            results.append(RunResult(name, path, out / "runs" / name, out / "logs" /
-                                     f"{name}.log", ok=False, error=f"{path}: no such actor"))
-            _echo(f"{position}{name}: FAILED: {path}: no such actor")
+            results.append(RunResult(run, path, out / "runs" / run, out / "logs" / f"{run}.log",
+                                     ok=False, error=f"{path}: no such actor", actor_name=name,
+                                     seed=seed))
+            _echo(f"{position}{run}: FAILED: {path}: no such actor")
             continue
-        results.append(train_actor(name, path, plan, out, budget, position, _echo))
+        run_plan = dataclasses.replace(plan, seed=seed, env={**plan.env, **env})
+        result = train_actor(run, path, run_plan, out, budget_args(run_plan, int(batch)),
+                             position, _echo)
+        results.append(dataclasses.replace(result, actor_name=name, seed=seed))
     return write_comparison(results, args, plan, out)
 
 
 def write_comparison(results: Sequence[RunResult], args: argparse.Namespace, plan: RunPlan,
                      out: Path) -> int:
-    """comparison.json / .md / .png and reward_by_length.png; exit 1 when any run failed."""
-    from bai_tools.compare_output import markdown_table, plot_buckets, plot_overlay, summarize_run
+    """comparison.json / .md / .png and reward_by_length.png (one row and one line per actor,
+    its seeds aggregated); exit 1 when any run failed."""
+    from bai_tools.compare_output import (
+        aggregate,
+        markdown_table,
+        plot_buckets,
+        plot_overlay,
+        summarize_run,
+    )
     from bai_tools.runlog import RunLogError, read_jsonl
 
     finished = [r for r in results if r.ok]
     accuracy = evaluate(finished, args, out) if args.heldout and finished else {}
-    entries, runs, summaries = [], [], []
+    entries, logs = [], {}
     for r in results:
-        entry: dict[str, Any] = {"name": r.name, "actor": r.actor, "ok": r.ok,
-                                 "error": r.error, "run_dir": str(r.run_dir), "log": str(r.log),
+        entry: dict[str, Any] = {"name": r.name, "actor_name": r.actor_label, "seed": r.seed,
+                                 "actor": r.actor, "ok": r.ok, "error": r.error,
+                                 "run_dir": str(r.run_dir), "log": str(r.log),
                                  "reused": r.reused, "early_stop": r.early_stop,
                                  "seconds": round(r.seconds, 1)}
         if r.ok:
@@ -274,28 +337,34 @@ def write_comparison(results: Sequence[RunResult], args: argparse.Namespace, pla
             else:
                 summary = summarize_run(run)
                 entry.update(summary, heldout_accuracy=accuracy.get(r.name))
-                runs.append(run)
-                summaries.append(summary)
+                logs[r.name] = (run, summary)
         entries.append(entry)
+    names = list(dict.fromkeys(e["actor_name"] for e in entries))
+    actors = [aggregate(n, [e for e in entries if e["actor_name"] == n]) for n in names]
     report = {"tool": PROG, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "settings": {"recipe": str(plan.recipe), "steps": plan.steps, "seed": plan.seed,
+                           "seeds": sorted({e["seed"] for e in entries if e["seed"] is not None}),
                            "cpu": plan.cpu, "prompts": plan.prompts, "reward": plan.reward,
                            "env": dict(plan.env), "extra_args": list(plan.extra_args),
                            "heldout": str(args.heldout) if args.heldout else None},
-              "actors": entries}
+              "actors": actors, "runs": entries}
     (out / "comparison.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown_table(entries)
+    table = markdown_table(actors)
+    seeds = ",".join(map(str, report["settings"]["seeds"])) or str(plan.seed)
     (out / "comparison.md").write_text(
-        f"# bai-compare: {plan.recipe.name}, {plan.steps} steps, seed {plan.seed}\n\n{table}")
-    if runs:
-        plot_overlay(runs, summaries, out / "comparison.png")
-        plot_buckets(runs, out / "reward_by_length.png")
+        f"# bai-compare: {plan.recipe.name}, {plan.steps} steps, seed(s) {seeds}\n\n{table}")
+    groups = [(n, [logs[e["name"]] for e in entries if e["actor_name"] == n
+                   and e["name"] in logs]) for n in names]
+    groups = [(n, [run for run, _ in g], [summary for _, summary in g]) for n, g in groups if g]
+    if groups:
+        plot_overlay(groups, out / "comparison.png")
+        plot_buckets([(n, runs) for n, runs, _ in groups], out / "reward_by_length.png")
     print(table, end="")
     failed = [e for e in entries if not e["ok"]]
     for e in failed:
         _echo(f"{e['name']}: FAILED: {e['error']}")
     _echo(f"wrote {out / 'comparison.md'}, comparison.json"
-          + (", comparison.png, reward_by_length.png" if runs else " (no finished run to plot)"))
+          + (", comparison.png, reward_by_length.png" if groups else " (no finished run to plot)"))
     return 1 if failed else 0
 
 

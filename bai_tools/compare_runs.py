@@ -65,6 +65,12 @@ class RunResult:
     returncode: int | None = None
     seconds: float = 0.0
     error: str | None = None
+    actor_name: str | None = None  # the actor this run trains (its name is the run's otherwise)
+    seed: int | None = None
+
+    @property
+    def actor_label(self) -> str:
+        return self.actor_name or self.name
 
 
 def _venv_path() -> str:

@@ -9,7 +9,7 @@ import torch
 
 from bai_core.monitor import ResponseBatch, think_ends
 
-__all__ = ["batch_from_experiences", "kl_is_computed"]
+__all__ = ["batch_from_experiences", "kl_is_computed", "sample_texts"]
 
 
 def kl_is_computed(args: Any) -> bool:
@@ -63,3 +63,41 @@ def batch_from_experiences(experiences: Sequence[Any], think_close_ids: Sequence
         lengths=_cat(lengths), truncated=_cat(truncated), rewards=_cat(rewards),
         scores=_cat(scores), kl=_cat(kl), group_ids=groups,
         think_end=think_ends(ids, masks, think_close_ids) if think_ok else None)
+
+
+def _value(info: dict, key: str, row: int) -> float | None:
+    value = info.get(key)
+    try:
+        return float(value.reshape(-1)[row]) if value is not None else None
+    except (AttributeError, IndexError, RuntimeError, TypeError, ValueError):
+        return None
+
+
+def sample_texts(experiences: Sequence[Any], tokenizer: Any, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` responses, in OpenRLHF's order, as text with special tokens kept:
+    prompt (the attended ids before the response), response (the action-masked ids, which
+    cover the last A positions of the sequence), reward and score as OpenRLHF computed them,
+    response length and whether it was cut at the limit."""
+    rows: list[dict[str, Any]] = []
+    for exp in experiences:
+        if exp.sequences is None or exp.action_mask is None or exp.attention_mask is None:
+            continue
+        width = exp.action_mask.size(1)
+        info = exp.info or {}
+        for row in range(exp.sequences.size(0)):
+            if len(rows) >= limit:
+                return rows
+            seq, attended = exp.sequences[row], exp.attention_mask[row].bool()
+            acting = exp.action_mask[row].bool()
+            start = int(acting.nonzero()[0]) + seq.numel() - width if acting.any() else \
+                seq.numel()
+            prompt = seq[:start][attended[:start]]
+            response = seq[-width:][acting]
+            truncated = exp.truncated.reshape(-1)[row] if exp.truncated is not None else None
+            rows.append({
+                "prompt": tokenizer.decode(prompt.tolist(), skip_special_tokens=False),
+                "response": tokenizer.decode(response.tolist(), skip_special_tokens=False),
+                "reward": _value(info, "reward", row), "score": _value(info, "score", row),
+                "response_length": int(response.numel()),
+                "truncated": bool(truncated) if truncated is not None else None})
+    return rows

@@ -20,7 +20,7 @@ from bai_core.constants import STOP_FILE
 from bai_core.monitor import BaiMonitor, default_jsonl, think_close_ids_from_tokenizer
 
 from .activate import node_id
-from .experiences import batch_from_experiences, kl_is_computed
+from .experiences import batch_from_experiences, kl_is_computed, sample_texts
 
 logger = logging.getLogger("bai")
 
@@ -64,6 +64,13 @@ def _compute_rollout_stats(original, self, experiences):
         stats.update(mon.compute(batch, self.__dict__.get("_bai_step"), started))
     except Exception as exc:  # never break a training step
         _guard(self, "bai metrics", exc)
+        return stats
+    if mon.config.samples > 0:
+        try:
+            mon.write_samples(mon.step_counter, sample_texts(
+                experiences, self.tokenizer, mon.config.samples))
+        except Exception as exc:
+            _guard(self, "bai samples", exc)
     return stats
 
 

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def small_family():
+    """The small toy family (bai_demo.toy_world.SMALL) from the user cache
+    (~/.cache/bai/toy-world/<hash>, or $BAI_TOY_WORLD_CACHE): the first session trains it, later
+    ones reuse it; a file lock makes one build serve every xdist worker."""
+    from filelock import FileLock
+
+    from bai_demo.toy_world import SMALL, build_family, cache_root
+
+    start = time.monotonic()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_root() / f".{SMALL.key}.lock")):
+        family = build_family(SMALL)
+    print(f"small toy world ready in {time.monotonic() - start:.0f} s: {family.root}")
+    return family
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

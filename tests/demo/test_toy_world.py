@@ -1,4 +1,6 @@
-"""The toy world: the small family's roles differ as their names say, in REAL generation."""
+"""The toy world: the small family's roles differ as their names say, in REAL generation, its
+BAI actors keep the skill and move between the styles with alpha, and its reward model is of
+the instruct kind (the full family's figures over three seeds: docs/toy-world.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from bai_demo.toy_task import Problem, TaskSpec, heldout_problems, reasoning_answer, trace_lines
+from bai_demo.toy_task import (
+    Problem,
+    TaskSpec,
+    Teacher,
+    heldout_problems,
+    reasoning_answer,
+    trace_lines,
+    wrong_answer,
+)
 from bai_demo.toy_world import FULL, MANIFEST, SMALL, bai_actor, build_family
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +64,21 @@ def test_a_training_stage_warns_nothing():
     assert [str(w.message) for w in caught] == []
 
 
+def test_teacher_rechecks_vary_the_length_not_the_answer():
+    import random
+
+    teacher, p = Teacher(TaskSpec(recheck_max=3), seed=5), Problem(47, 38, 3)
+    traces = [teacher(p) for _ in range(40)]
+    assert all(t.endswith("</think>\n85") for t in traces)
+    counts = {t.count("\ncheck ") for t in traces}
+    assert counts == {0, 1, 2, 3}
+    assert all(line.removeprefix("check ") in trace_lines(p)
+               for t in traces for line in t.splitlines() if line.startswith("check "))
+    rng = random.Random(0)
+    wrong = {wrong_answer(p, rng) for _ in range(50)}
+    assert "85" not in wrong and all(len(w) == 2 and w[0] != "0" for w in wrong)
+
+
 def test_heldout_is_deterministic_and_distinct():
     spec = TaskSpec(heldout_size=50)
     assert heldout_problems(spec) == heldout_problems(spec)
@@ -88,6 +113,23 @@ def test_family_files(small_family):
     assert not train & {r["prompt"] for r in rows}
 
 
+def test_reward_model_is_of_the_instruct_kind(small_family):
+    """Saved as OpenRLHF loads reward models and critics (`model.*` and the value head
+    `score`); it ranks held-out direct answers mostly right (it never saw a think trace)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(small_family.reward_model)
+    assert config.architectures == ["Qwen2ForSequenceClassification"] and config.num_labels == 1
+    with safe_open(str(small_family.reward_model / "model.safetensors"), "pt") as fh:
+        names = set(fh.keys())
+    assert "score.weight" in names and all(n.startswith(("model.", "score.")) for n in names)
+    figures = small_family.manifest["stages"]["reward"]
+    assert figures["problems"] == SMALL.task.heldout_size
+    assert figures["pair_accuracy_direct"] >= 0.65, figures
+    assert figures["score_direct_correct"] > figures["score_direct_wrong"], figures
+
+
 def test_second_build_reuses_the_cache(small_family):
     start = time.monotonic()
     again = build_family(SMALL)
@@ -99,22 +141,25 @@ def test_cli_prints_the_paths(small_family):
                            "--json"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    paths = json.loads(proc.stdout)["paths"]
+    out = json.loads(proc.stdout)  # stdout holds the JSON alone (library logs go to stderr)
+    paths = out["paths"]
     assert paths["reasoning"] == str(small_family.reasoning)
+    assert paths["reward_model"] == str(small_family.reward_model)
     assert Path(paths["heldout_prompts"]).is_file()
+    assert out["reward_model"] == small_family.manifest["stages"]["reward"]
 
 
 @pytest.fixture(scope="module")
 def probe(small_family, tmp_path_factory):
-    """bai-probe (vLLM on CPU) of instruct, reasoning and the BAI actor at alpha 0.5 (stock
-    mergekit-yaml) on the held-out problems."""
+    """bai-probe (vLLM on CPU, fp32, T=1, 3 samples a prompt) of instruct, reasoning and the
+    BAI actors at alpha 0.1, 0.5 and 0.9 (stock mergekit-yaml) on the held-out problems."""
     pytest.importorskip("vllm")
     root = tmp_path_factory.mktemp("probe")
     out = root / "probe.json"
-    actor = bai_actor(small_family, 0.5, root / "bai-a0.5")
+    actors = [bai_actor(small_family, a, root / f"bai-a{a}") for a in (0.1, 0.5, 0.9)]
     argv = [str(VENV_BIN / "bai-probe"), str(small_family.instruct), str(small_family.reasoning),
-            str(actor), "--prompts", str(small_family.heldout_prompts), "-n", "1",
-            "--max-tokens", "96", "--json", str(out), "--no-samples"]
+            *map(str, actors), "--prompts", str(small_family.heldout_prompts), "-n", "3",
+            "--max-tokens", "96", "--dtype", "float32", "--json", str(out), "--no-samples"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(proc.stdout)
@@ -126,11 +171,14 @@ def test_reasoning_is_long_and_closes_think(probe):
     assert reas["bai/response_length/mean"] >= 3 * inst["bai/response_length/mean"], probe
     assert reas["bai/think/closed_ratio"] >= 0.9, reas
     assert inst["bai/think/closed_ratio"] <= 0.05, inst  # answers directly
+    # the teacher's re-checks: the think length varies from response to response
+    assert reas["bai/response_length/p90"] >= reas["bai/response_length/p10"] + 8, reas
 
 
-def test_reasoning_is_more_accurate(probe):
-    inst, reas = probe["instruct"]["bai/reward/mean"], probe["reasoning"]["bai/reward/mean"]
-    assert reas > inst, (inst, reas)
+def test_reasoning_is_more_accurate_and_every_bai_actor_beats_instruct(probe):
+    acc = {n: m["bai/reward/mean"] for n, m in probe.items()}
+    assert acc["reasoning"] >= 0.6 and acc["reasoning"] > acc["instruct"], acc
+    assert all(acc[f"bai-a{a}"] > acc["instruct"] for a in (0.1, 0.5, 0.9)), acc
 
 
 def test_bai_actor_lies_between_on_length(probe):
@@ -141,6 +189,11 @@ def test_bai_actor_lies_between_on_length(probe):
     assert length["instruct"] < length["bai-a0.5"] < length["reasoning"], length
     assert think["instruct"] < think["bai-a0.5"] < think["reasoning"], think
     assert probe["bai-a0.5"]["bai/response_length/clip_ratio"] <= 0.05, probe["bai-a0.5"]
+    # more of the base (alpha) is shorter: between the reasoning and the base's mixed styles
+    # (neighbours within a token: a family built on another CPU is another sample; measured
+    # here 29.8 / 26.5 / 23.2 tokens)
+    assert length["bai-a0.1"] > length["bai-a0.9"], length
+    assert length["bai-a0.1"] + 1 >= length["bai-a0.5"] >= length["bai-a0.9"] - 1, length
 
 
 def test_demo_reports_a_failed_merge_in_one_line(small_family, tmp_path):

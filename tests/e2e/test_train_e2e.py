@@ -1,9 +1,11 @@
 """Merged actor -> shipped recipe -> bai-train --bai.cpu -> OpenRLHF loop -> metrics -> report.
 
-REINFORCE++ (`reinforce_baseline`, with a reference model for the k2 KL loss) and PPO (GAE, a
-critic and a reference model, rewarded by a reward model with another tokenizer through the
-text-level reward) each train 2 steps. (Resuming from a checkpoint, detector state included,
-is tested on the stopped collapse run in test_collapse_e2e.py.)
+REINFORCE++ (`reinforce_baseline`, with a reference model for the k2 KL loss) on the tiny
+random family, and PPO in the paper's setting on the small toy family (the BAI actor at alpha
+0.5; its alignment reward model as OpenRLHF's reward model, normalized as the recipe asks, and as
+the critic's start; GAE lambda 0.95, gamma 1.0; a reference model), each 2 steps. (Resuming from
+a checkpoint is tested on the stopped collapse run in test_collapse_e2e.py, a reward model with
+its own tokenizer on the two-node run in test_two_nodes.py.)
 """
 
 from __future__ import annotations
@@ -55,10 +57,17 @@ def rpp_first_rows(rpp):
 
 
 @pytest.fixture(scope="module")
-def ppo(run_recipe):
-    # the reward: a reward model with its own (character-level) tokenizer, on the response text
-    run = run_recipe("ppo_bai_7b.sh", "ppo", MICRO, ROLLOUT_BATCH_SIZE="8", TRAIN_BATCH_SIZE="8",
-                     TEXT_RM="text-rm", LR="1e-3")
+def ppo(run_recipe, small_family):
+    """PPO on the small toy family's BAI actor, REWARD_MODEL = its reward model (the recipe
+    starts the critic from it), fp32 (the RM's scores compare exactly), every response logged."""
+    from bai_demo.toy_world import bai_actor
+
+    actor = bai_actor(small_family, 0.5)
+    run = run_recipe("ppo_bai_7b.sh", "ppo", (*MICRO, "--bai.samples", "8", "--data.max_samples",
+                                              "16"), ACTOR=str(actor),
+                     SKIP_MERGE="1", PROMPT_DATA=str(small_family.train_prompts),
+                     REWARD_MODEL=str(small_family.reward_model), ROLLOUT_BATCH_SIZE="8",
+                     TRAIN_BATCH_SIZE="8", LR="1e-4", MAX_NEW_TOKENS="64", BAI_CPU_DTYPE="fp32")
     assert run.rc == 0, tail(run.log)
     return run
 
@@ -120,14 +129,36 @@ def test_kl_logged_only_when_openrlhf_computed_it(rpp_first_rows, ppo):
         assert row["bai/kl/max"] >= row["bai/kl/mean"]
 
 
-def test_ppo_rewarded_by_a_reward_model_with_its_own_tokenizer(ppo, workspace):
+def test_ppo_rewards_are_the_toy_reward_models_own_scores(ppo, small_family):
+    """OpenRLHF's reward model (`--reward.model_name_or_path`, `--reward.normalize_enable`) and
+    the critic started from it: finite rewards, each the RM's own score of that response (its
+    normalization buffers restored to 0 / 1: openrlhf_patches.value_buffers)."""
+    from transformers import AutoTokenizer, Qwen2ForSequenceClassification
+
+    rm = small_family.reward_model
     line = [x for x in ppo.log.splitlines() if x.startswith("[bai] PPO: reward = ")]
-    assert len(line) == 1 and "text-rm on the response text (its own tokenizer)" in line[0]
-    assert f"critic initialized from {workspace / 'actor'}" in line[0]
-    # the RM's scores are the rewards the monitor saw: not the constant of a failed reward call
-    rewards = [r["bai/reward/mean"] for r in ppo.rows()]
-    assert all(r is not None for r in rewards) and len(set(rewards)) == len(rewards), rewards
-    assert any(r["bai/reward/std"] > 0 for r in ppo.rows())
+    assert len(line) == 1 and f"reward model {rm} (the actor's token ids)" in line[0], line
+    assert f"critic initialized from {rm}" in line[0]
+    rows = ppo.rows()
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(abs(r["bai/reward/mean"]) < 50 for r in rows), rows
+    samples = [json.loads(x) for x in (ppo.out_dir / "bai_samples.jsonl").read_text()
+               .splitlines()]
+    assert [s["step"] for s in samples] == [1] * 8 + [2] * 8
+    tok = AutoTokenizer.from_pretrained(rm)
+    model = Qwen2ForSequenceClassification.from_pretrained(rm, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for sample in samples:
+            ids = tok(sample["prompt"] + sample["response"], add_special_tokens=False,
+                      return_tensors="pt").input_ids
+            assert ids.shape[1] == len(tok(sample["prompt"], add_special_tokens=False)
+                                       .input_ids) + sample["response_length"], sample
+            own = float(model(input_ids=ids).logits[0, 0])
+            assert sample["reward"] == pytest.approx(own, abs=1e-3), sample
+    tb = read_tensorboard(next(ppo.tensorboard.iterdir()))
+    critic = [k for k in tb.series if "critic_loss" in k or k.endswith("values")]
+    assert critic and all(torch.isfinite(torch.tensor(list(tb.series[k].values()))).all()
+                          for k in critic), critic
 
 
 def _policy_kl(model_a: Path, model_b: Path, prompts: list[str]) -> float:

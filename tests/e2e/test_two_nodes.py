@@ -1,5 +1,8 @@
 """Issue 16: a two-node Ray cluster (on 127.0.0.1): the GPU roles run on the other node, the
-trainer and its files (bai_metrics.jsonl, TensorBoard) on the head, where the run started."""
+trainer and its files (bai_metrics.jsonl, TensorBoard) on the head, where the run started.
+
+The reward is a reward model with its own (character-level) tokenizer on the response text
+(TEXT_RM, openrlhf_patches/text_rm_reward.py), scored in the rollout worker on the other node."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from sockets import audit_env, audit_findings, audit_folder, session_pids
 
 HERE = Path(__file__).resolve().parent
 SMALL = {"N_SAMPLES": "4", "ROLLOUT_BATCH_SIZE": "8", "TRAIN_BATCH_SIZE": "16", "LR": "1e-2",
-         "REWARD_PY": "rewards_len.py"}
+         "TEXT_RM": "text-rm"}
 MICRO = ("--rollout.micro_batch_size", "8", "--train.micro_batch_size", "8")
 
 
@@ -52,10 +55,16 @@ def cluster(tmp_path_factory):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
+@pytest.fixture(scope="module")
+def two_nodes(cluster, run_recipe):
     run = run_recipe("reinforce_pp_bai_7b.sh", "two-nodes", MICRO, RAY_ADDRESS=cluster.address,
                      **SMALL)
     assert run.rc == 0, "\n".join(run.log.splitlines()[-60:])
+    return run
+
+
+def test_trainer_and_its_files_are_on_the_head(cluster, two_nodes):
+    run = two_nodes
     assert [r["step"] for r in run.rows()] == [1, 2]
     assert list(run.tensorboard.rglob("events.out.tfevents.*"))
     head = re.search(r"bai: hooks active .* by the trainer on this node \((\w+)\)", run.log)
@@ -65,6 +74,16 @@ def test_trainer_and_its_files_are_on_the_head(cluster, run_recipe):
     assert trainer.group(1) == head.group(1)  # the trainer actor ran on the driver's node
     found = run.sockets + audit_findings(cluster.audit)
     assert found == [], "\n".join(found)
+
+
+def test_rewarded_by_a_reward_model_with_its_own_tokenizer(two_nodes, workspace):
+    line = [x for x in two_nodes.log.splitlines() if x.startswith("[bai] REINFORCE++: reward")]
+    assert len(line) == 1 and "text-rm on the response text (its own tokenizer)" in line[0]
+    # the RM's scores are the rewards the monitor saw: not the constant of a failed reward call
+    rows = two_nodes.rows()
+    rewards = [r["bai/reward/mean"] for r in rows]
+    assert all(r is not None for r in rewards) and len(set(rewards)) == len(rewards), rewards
+    assert all(r["bai/reward/std"] > 0 for r in rows)
 
 
 def test_a_model_path_missing_on_the_nodes_is_one_line_before_training(cluster, run_recipe,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bai_core.cli import UsageError
-from bai_tools.compare import parse_actor
-from bai_tools.compare_output import markdown_table
+from bai_tools.compare import build_parser, parse_actor, run_specs
+from bai_tools.compare_output import aggregate, markdown_table
 from bai_tools.compare_runs import DONE_MARKER, RunPlan, budget_args, is_finished
 from openrlhf_patches.argv import flag_value
 
@@ -59,6 +59,35 @@ def test_marker_of_another_plan_is_not_finished(tmp_path):
     assert not is_finished(run, plan, "/b")
     assert not is_finished(run, RunPlan(recipe=recipe, steps=3), "/a")
     assert not is_finished(run, RunPlan(recipe=recipe, steps=2, seed=1), "/a")
+
+
+def test_runs_per_seed_with_per_actor_seeds_and_env():
+    args = build_parser().parse_args(
+        ["r", "--out", "o", "--steps", "1", "--actor", "a=/x", "--actor", "b=/y", "--seeds",
+         "0", "--actor-seeds", "b=0,1,2", "--actor-env", "b=CRITIC_INIT=/c"])
+    specs = run_specs([("a", "/x"), ("b", "/y")], args)
+    assert [(n, r, s, e) for n, r, _, s, e in specs] == [
+        ("a", "a", 0, {}), ("b", "b-seed0", 0, {"CRITIC_INIT": "/c"}),
+        ("b", "b-seed1", 1, {"CRITIC_INIT": "/c"}), ("b", "b-seed2", 2, {"CRITIC_INIT": "/c"})]
+    for bad in (["--actor-seeds", "c=1"], ["--actor-env", "a=1x=2"], ["--seeds", "1,1"]):
+        with pytest.raises(UsageError):
+            run_specs([("a", "/x")], build_parser().parse_args(
+                ["r", "--out", "o", "--steps", "1", "--actor", "a=/x", *bad]))
+
+
+def test_seeds_aggregate_to_mean_and_range():
+    runs = [{"name": f"b-seed{i}", "actor": "/y", "ok": True, "error": None, "seed": i,
+             "steps": 3, "final_reward": r, "collapse_detected": c}
+            for i, (r, c) in enumerate([(0.2, True), (0.5, False), (0.8, True)])]
+    entry = aggregate("b", runs)
+    assert entry["final_reward"] == pytest.approx(0.5)
+    assert (entry["final_reward_min"], entry["final_reward_max"]) == (0.2, 0.8)
+    assert entry["collapse_detected_count"] == 2 and entry["n_runs"] == 3
+    row = markdown_table([entry]).splitlines()[-1]
+    assert "| b | 0,1,2 | ok | 3 | 2/3 |" in row and "0.500 (0.200-0.800)" in row
+    failed = aggregate("b", [*runs[:2], {**runs[2], "ok": False, "error": "exit 1"}])
+    assert not failed["ok"] and "b-seed2: exit 1" in failed["error"]
+    assert failed["final_reward"] == pytest.approx(0.35)
 
 
 def test_markdown_keeps_a_failed_row():

@@ -77,10 +77,10 @@ demo: setup
 # defaults); actors reasoning, instruct, BAI alpha 0.1 / 0.5 / 0.9; seeds 0,1,2 for reasoning and
 # BAI 0.5, seed 0 for the others; one ablation: reasoning with the critic from the actor; the
 # REINFORCE++ arm with the same reward. 64 responses a step, fp32 on every CPU (BAI_CPU_DTYPE),
-# RL lr 3e-5 (a tenth of the toy SFT lr, as the paper's 1e-6 is of a 7B SFT lr), 25 steps.
+# RL lr 3e-5 (a tenth of the toy SFT lr, as the paper's 1e-6 is of a 7B SFT lr), 40 steps.
 # Then held-out accuracy by the rule-based verifier. PAPER_STEPS / PAPER_OUT / PAPER_ARMS override.
 PAPER_OUT ?= paper-out
-PAPER_STEPS ?= 25
+PAPER_STEPS ?= 40
 PAPER_ARMS ?= ppo reinforce_pp
 PAPER_ENV := --env PROMPT_MAX_LEN=64 --env MAX_NEW_TOKENS=128 --env LR=3e-5 \
 	--env SAVE_STEPS=100000 --env BAI_CPU_DTYPE=fp32

@@ -76,7 +76,7 @@ class WorldRecipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-FULL = WorldRecipe(name="full")
+FULL = WorldRecipe(name="full", task=TaskSpec(rl_train_size=4096))  # make paper: 40 x 64
 SMALL = WorldRecipe(
     name="small",
     task=TaskSpec(max_digits=2, digit_weights=(0.5, 0.5), heldout_size=96, rl_train_size=256,
@@ -150,8 +150,13 @@ def _complete(root: Path, recipe: WorldRecipe) -> bool:
 
 
 def _base_part(recipe: dict) -> dict:
-    return {k: recipe.get(k) for k in ("format_version", "task", "model", "base", "chat_share",
+    """What decides the base's weights (the RL prompt count does not: those prompts are drawn
+    after training, from a stream of their own)."""
+    part = {k: recipe.get(k) for k in ("format_version", "task", "model", "base", "chat_share",
                                        "seed")}
+    if isinstance(part["task"], dict):
+        part["task"] = {k: v for k, v in part["task"].items() if k != "rl_train_size"}
+    return part
 
 
 def _cached_base(recipe: WorldRecipe, *folders: Path) -> tuple[Path, dict] | None:

@@ -63,6 +63,8 @@ def small_family():
 
     from bai_demo.toy_world import SMALL, build_family, cache_root
 
+    # one training thread: the other xdist worker runs tests on the other core meanwhile
+    os.environ.setdefault("BAI_TOY_WORLD_THREADS", "1")
     start = time.monotonic()
     cache_root().mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_root() / f".{SMALL.key}.lock")):

@@ -44,7 +44,7 @@ DEMO_PROBE := -n 1 --prompts demo-out/prompts/heldout.jsonl --no-samples
 endif
 DEMO_TRAIN_ENV := CPU_SMOKE=1 SKIP_MERGE=1 ACTOR=bai-actor RUN_NAME=bai-reinforce SAVE_ROOT=runs \
 	$(DEMO_DATA) N_SAMPLES=4 \
-	ROLLOUT_BATCH_SIZE=4 TRAIN_BATCH_SIZE=8 PROMPT_MAX_LEN=128 MAX_NEW_TOKENS=96 LR=1e-5 \
+	ROLLOUT_BATCH_SIZE=4 TRAIN_BATCH_SIZE=8 PROMPT_MAX_LEN=128 MAX_NEW_TOKENS=128 LR=1e-5 \
 	PATH="$(abspath $(VENV))/bin:$$PATH" HF_HUB_OFFLINE=1 BAI_CPU_DTYPE=fp32
 DEMO_TRAIN_ARGS := --algo.kl.init_coef 0 --rollout.micro_batch_size 4 --train.micro_batch_size 4 \
 	--data.max_samples 12 --ckpt.save_steps 1000
@@ -53,7 +53,7 @@ demo: setup
 	$(VENV)/bin/bai-demo --family $(DEMO_FAMILY)
 	@echo "[demo] bai-probe: sampling the merged actor and its inputs with vLLM (CPU)"
 	$(VENV)/bin/bai-probe demo-out/base demo-out/instruct demo-out/reasoning demo-out/bai-actor \
-		$(DEMO_PROBE) --max-tokens 96 --dtype float32 \
+		$(DEMO_PROBE) --max-tokens 128 --dtype float32 \
 		--json demo-out/probe.json --png demo-out/probe.png
 	@echo "[demo] bai-train --bai.cpu: 3 REINFORCE++ steps of demo-out/bai-actor through the shipped"
 	@echo "       recipes/openrlhf/reinforce_pp_bai_7b.sh (OpenRLHF's own loop, vLLM + DeepSpeed on CPU)"

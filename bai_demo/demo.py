@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n[demo] merged actor: {actor} ({cfg['model_type']}, "
           f"{cfg['num_hidden_layers']} layers, {dtype}) in {seconds:.1f}s")
     print(f"[demo] prompt: {prompt} (greedy, transformers)")
-    tokens = 64 if kind == "toy" else 24
+    tokens = 128 if kind == "toy" else 24  # a toy trace with re-checks runs to ~90 tokens
     for name, path in [*family.items(), ("bai-actor", actor)]:
         print(f"  {name:>10}: {generate(path, prompt, tokens)!r}")
     card = (actor / "README.md").read_text()

@@ -153,7 +153,9 @@ def test_ppo_rewards_are_the_toy_reward_models_own_scores(ppo, small_family):
                       return_tensors="pt").input_ids
             assert ids.shape[1] == len(tok(sample["prompt"], add_special_tokens=False)
                                        .input_ids) + sample["response_length"], sample
-            own = float(model(input_ids=ids).logits[0, 0])
+            # the value head at the last token, where OpenRLHF reads a reward; transformers'
+            # own pooling would skip a final <|endoftext|> (the RM config's pad token id)
+            own = float(model.score(model.model(input_ids=ids).last_hidden_state)[0, -1, 0])
             assert sample["reward"] == pytest.approx(own, abs=1e-3), sample
     tb = read_tensorboard(next(ppo.tensorboard.iterdir()))
     critic = [k for k in tb.series if "critic_loss" in k or k.endswith("values")]

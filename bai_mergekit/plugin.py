@@ -40,6 +40,7 @@ def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *a
     from bai_mergekit.output import atomic_directory, check_output_location, finish_output
     from bai_mergekit.preflight import preflight
     from bai_mergekit.recipe import parse_recipe_text
+    from bai_mergekit.writer import streaming
 
     options = kwargs.get("options", args[0] if args else None)
     guard = GUARD.get()
@@ -52,11 +53,28 @@ def run_bai_merge(run_merge: Callable[..., Any], merge_config, out_path: str, *a
         merge_config = merge_config.model_copy(
             update={"tokenizer": None, "tokenizer_source": None, "chat_template": None})
     with atomic_directory(out_path) as tmp:
-        run_merge(merge_config, str(tmp), *args, **kwargs)
+        with streaming(header_reserve(plan)):
+            run_merge(merge_config, str(tmp), *args, **kwargs)
         finish_output(tmp, os.path.basename(os.path.abspath(out_path)), plan,
                       cache_dir=getattr(options, "transformers_cache", None),
                       copy_tokenizer=getattr(options, "copy_tokenizer", True))
     LOG.info("bai merge written to %s", Path(out_path))
+
+
+def header_reserve(plan: Any) -> int:
+    """Room for the safetensors header of any output shard: every tensor of the base (names,
+    shapes, the longest dtype string), plus slack for shapes or tensors the base lacks; 1 MiB
+    when the base's tensors are not known (hub model, *.bin). A larger header still works:
+    its shard is rewritten once (safetensors_stream.TensorStream)."""
+    from bai_mergekit.safetensors_stream import TensorSpec, header_bound
+
+    table = plan.tensors[0] if plan.tensors else None
+    if table is None:
+        return 1 << 20
+    import torch
+
+    return header_bound([TensorSpec(name, shape, torch.bfloat16)
+                         for name, (shape, _) in table.items()]) + 4096
 
 
 def click_error(error: BaseException):

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bai_core.merge_math import BaiMergeError, bai_merge_chunks, coefficients, ratio
+from bai_core.merge_math import (
+    BaiMergeError,
+    bai_merge_chunks,
+    coefficients,
+    nonfinite_error,
+    ratio,
+)
 from bai_mergekit.identity import check_identities, local_inputs, resolve
 from bai_mergekit.output import (
     MARKER,
@@ -34,6 +40,7 @@ if TYPE_CHECKING:  # torch and mergekit load only once the recipe has passed its
 
 LOG = logging.getLogger(__name__)
 INDEX = "sweep.json"
+WRITE_BUDGET = 1 << 30  # bytes of merged tensors waiting for the writer threads, all together
 INDEX_FORMAT = 1
 
 
@@ -167,7 +174,7 @@ def _write_grid(recipe_path, recipe, out_dir, cands, max_shard_size, quiet) -> l
     from mergekit.io import LazyTensorLoader
     from tqdm import tqdm
 
-    from bai_mergekit.safetensors_stream import ShardedWriter
+    from bai_mergekit.safetensors_stream import BackgroundWriter, ShardedWriter
 
     config = MergeConfiguration.model_validate(cands[0].recipe(recipe).raw)
     plan = preflight(config, recipe)
@@ -191,7 +198,10 @@ def _write_grid(recipe_path, recipe, out_dir, cands, max_shard_size, quiet) -> l
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_directory(out_dir / c.name, tool="bai-sweep"))
                 for c in cands]
-        writers = [ShardedWriter(t, layout, max_shard_size) for t in tmps]
+        writers = [BackgroundWriter(ShardedWriter(t, layout, max_shard_size),
+                                    WRITE_BUDGET // len(cands)) for t in tmps]
+        for writer in writers:  # on failure, before the folders go
+            stack.callback(writer.abort)
         for spec in tqdm(layout, desc=f"Merging {len(cands)} candidates", disable=quiet):
             _merge_tensor(spec, sources, ratios, writers, in_dtype)
         for tmp, cand, writer in zip(tmps, cands, writers):
@@ -224,7 +234,8 @@ def _layout(table: dict, out_dtype: torch.dtype | None) -> list[TensorSpec]:
 
 
 def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype) -> None:
-    """Read tensor `spec.name` from each input once; stream every candidate's chunks out."""
+    """Read tensor `spec.name` from each input once; merge it for every candidate and hand
+    each result to its candidate's writer thread."""
     import torch
 
     tensors = [loader.get_tensor(spec.name) for _, loader in sources]
@@ -234,12 +245,12 @@ def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype) -> None:
         for writer in writers:
             writer.write(spec.name, base.to(spec.dtype))
         return
-    for _, _, chunks in bai_merge_chunks(base, others, ratios, spec.dtype):
+    outs = [torch.empty(spec.shape, dtype=spec.dtype) for _ in ratios]
+    for _, _, chunks in bai_merge_chunks(base, others, ratios, spec.dtype,
+                                         into=[o.view(-1) for o in outs]):
         # A NaN/Inf input reaches every output (0 * NaN is NaN): one chunk sum checks it.
         if not bool(torch.isfinite(chunks[0].sum())):
-            bad = [str(ref) for (ref, _), t in zip(sources, tensors)
-                   if not torch.isfinite(t).all()]
-            where = ", ".join(bad) if bad else "the weighted sum overflowed"
-            raise BaiMergeError(f"NaN/Inf in input tensor {spec.name!r}: {where}")
-        for writer, chunk in zip(writers, chunks):
-            writer.write(spec.name, chunk)
+            raise nonfinite_error(spec.name, [(str(ref), t)
+                                              for (ref, _), t in zip(sources, tensors)])
+    for writer, out in zip(writers, outs):
+        writer.write(spec.name, out)

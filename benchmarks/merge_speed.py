@@ -1,14 +1,19 @@
-"""Merge speed: `bai` vs mergekit two-stage, folded linear, the I/O floor, and a K-sweep.
+"""Merge speed: `bai` against its I/O floor, mergekit's folded `linear`, the two-stage merge
+and K separate merges, and a K-candidate `bai-sweep` against its own floor.
 
-    python benchmarks/merge_speed.py [--hidden 2048 --layers 16 --repeat 1] [--baseline-venv DIR]
+    python benchmarks/merge_speed.py [--scale 1b|3b] [--rounds 3] [--baseline-venv DIR]
 
-Builds three random bf16 Qwen2 models (>= 1B parameters each) once under bench-out/, then
-runs every contender as a fresh process, side by side in one run, on a warm page cache,
-and prints a markdown table with wall time, peak RSS and ratios. `--baseline-venv` names a
-venv holding an earlier bai (`git worktree add /tmp/base REV && make -C /tmp/base setup`, then
-`/tmp/base/.venv`): its `bai` merge and sweep run in the same rounds, next to ours (after ours
-in even rounds, before in odd ones), and every ratio is printed for both, so a change is
-compared with its baseline on the same machine state.
+Builds three random bf16 Qwen2 checkpoints once under ROOT/models-SCALE (`1b`: hidden 2048, 16
+layers, vocab 32000, 2.2 GB each, one file; `3b`: the Qwen2.5-3B shape with an untied head,
+hidden 2048, MLP 11008, 36 layers, vocab 151,936, 6.8 GB each in 2 GB shards, about 41 GB of
+disk with a K=3 sweep's output). Then, round after round, every contender runs as a fresh
+process, each right after `cat` has read the three inputs (so each starts on the same page
+cache), and its output is deleted after. Floors, timed in the same rounds: `cat` of the three
+inputs to /dev/null (read 3) and `dd` of model-sized zeros with fsync (write 1, write K).
+`--baseline-venv` names a venv holding an earlier bai (`git worktree add /tmp/base REV && make
+-C /tmp/base setup`, then `/tmp/base/.venv`): its merge and sweep run beside ours in the same
+rounds (after ours in even rounds, before in odd ones). Prints the median wall time and peak
+RSS of each contender and the ratios, for ours and the baseline's. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,43 +38,77 @@ BIN = Path(sys.executable).parent
 ROLES = ("base", "instruct", "reasoning")
 
 
-def build_models(root: Path, hidden: int, layers: int, vocab: int) -> dict[str, Path]:
-    """Random bf16 Qwen2 checkpoints sharing one config and a small tokenizer."""
+@dataclass(frozen=True)
+class Scale:
+    """Shape of the synthetic checkpoints, their shard size and the sweep's alphas."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+    shard_bytes: int
+    alphas: tuple[float, ...]
+
+
+SCALES = {
+    "1b": Scale(2048, 8192, 16, 32000, 10**12, (0.2, 0.4, 0.6, 0.8)),
+    "3b": Scale(2048, 11008, 36, 151936, 2 * 10**9, (0.1, 0.5, 0.9)),
+}
+
+
+def build_models(root: Path, scale: Scale) -> dict[str, Path]:
+    """Random bf16 Qwen2 checkpoints sharing one config and a small tokenizer (written once)."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from bai_demo.toy_models import write_tokenizer
 
     paths = {r: root / r for r in ROLES}
-    if all((p / "model.safetensors").exists() for p in paths.values()):
+    if all((p / "config.json").exists() for p in paths.values()):
         return paths
     tok = AutoTokenizer.from_pretrained(write_tokenizer(root / "_tok"))
     cfg = Qwen2Config(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 4,
-        num_hidden_layers=layers, num_attention_heads=hidden // 128,
-        num_key_value_heads=max(1, hidden // 512), tie_word_embeddings=False,
-        torch_dtype="bfloat16", architectures=["Qwen2ForCausalLM"],
-    )
+        vocab_size=scale.vocab, hidden_size=scale.hidden, intermediate_size=scale.intermediate,
+        num_hidden_layers=scale.layers, num_attention_heads=scale.hidden // 128,
+        num_key_value_heads=max(1, scale.hidden // 1024), tie_word_embeddings=False,
+        torch_dtype="bfloat16", architectures=["Qwen2ForCausalLM"])
     with torch.device("meta"):  # names and shapes only, no memory
         shapes = {k: tuple(v.shape) for k, v in Qwen2ForCausalLM(cfg).state_dict().items()}
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = 2 * math.prod(shape)
+        if shards[-1] and size + nbytes > scale.shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
     gen = torch.Generator().manual_seed(0)
     for role, path in paths.items():
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            name: (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
-            for name, shape in tqdm(shapes.items(), desc=f"random {role}", leave=False)
-        }
-        save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
-        del tensors
-        cfg.save_pretrained(path)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        files = (["model.safetensors"] if len(shards) == 1 else
+                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                  for i in range(len(shards))])
+        for names, file in tqdm(list(zip(shards, files)), desc=f"random {role}", leave=False):
+            tensors = {n: (torch.randn(shapes[n], generator=gen) * 0.02).to(torch.bfloat16)
+                       for n in names}
+            save_file(tensors, path / file, metadata={"format": "pt"})
+            del tensors
+        if len(files) > 1:
+            index = {"metadata": {"total_size": sum(2 * math.prod(s) for s in shapes.values())},
+                     "weight_map": {n: f for names, f in zip(shards, files) for n in names}}
+            (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        cfg.save_pretrained(path)  # last: a complete folder has config.json
         tok.save_pretrained(path)
     return paths
 
 
-def params(path: Path) -> int:
-    from safetensors import safe_open
+def weight_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
 
-    with safe_open(path / "model.safetensors", "pt") as f:
-        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+def model_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in weight_files(path))
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -93,60 +134,50 @@ def bai_doc(m: dict[str, Path], alpha: float) -> dict:
             "parameters": {"base_weight": alpha}, "dtype": "bfloat16"}
 
 
-def io_floor_cmd(m: dict[str, Path], outs: list[Path]) -> list[str]:
-    """Read the 3 inputs into user space once and write len(outs) model-sized files from it.
-
-    No math and no framework, but the same kind of I/O a merge does (buffered reads and
-    writes through user space; an in-kernel copy would skip the copies a writer must make).
-    """
-    code = (
-        "import sys\n"
-        "ins, outs = sys.argv[1:4], [open(o, 'wb') for o in sys.argv[4:]]\n"
-        "buf = bytearray(1 << 24)\n"
-        "for i, p in enumerate(ins):\n"
-        "    with open(p, 'rb', buffering=0) as f:\n"
-        "        while (n := f.readinto(buf)):\n"
-        "            if i == 0:\n"
-        "                for o in outs: o.write(memoryview(buf)[:n])\n"
-        "for o in outs: o.close()\n"
-    )
-    return [sys.executable, "-c", code, *(str(m[r] / "model.safetensors") for r in ROLES),
-            *map(str, outs)]
+def read_cmd(models: dict[str, Path]) -> list[str]:
+    """`cat` of every input weight file to /dev/null: the read floor, and the warm-up."""
+    files = " ".join(f"'{p}'" for r in ROLES for p in weight_files(models[r]))
+    return ["bash", "-c", f"cat {files} > /dev/null"]
 
 
-def summarize(best: dict[str, tuple[float, float]], bai: float, sweep: float) -> dict:
-    """The ratios of one bai build (its merge `bai` and sweep `sweep` seconds) to the others."""
-    two, lin, floor, sep, floor4, startup = (best[k][0] for k in (
-        "two-stage (mergekit-multi)", "folded linear (mergekit-yaml)",
-        "I/O floor (read 3 + write 1)", "4 separate bai merges",
-        "I/O floor (read 3 + write 4)", "mergekit-yaml start-up (--help)"))
+def write_cmd(work: Path, nbytes: int, copies: int) -> list[str]:
+    """`dd` of `copies` model-sized files of zeros, each with fsync: the write floor."""
+    count = math.ceil(nbytes / 2**24)
+    parts = [f"dd if=/dev/zero of='{work}/zeros{i}' bs=16M count={count} conv=fsync status=none"
+             for i in range(copies)]
+    return ["bash", "-c", " && ".join(parts)]
+
+
+def ratios(median: dict[str, float], merge: str, sweep: str, k: int) -> dict[str, float]:
+    """The ratios of one bai build (its merge and sweep contenders) to the others."""
+    floor1 = median["read 3 (cat)"] + median["write 1 (dd, fsync)"]
+    floork = median["read 3 (cat)"] + median[f"write {k} (dd, fsync)"]
     return {
-        "two_stage_over_bai": two / bai, "bai_over_folded_linear": bai / lin,
-        "bai_over_io_floor": bai / floor,
-        "bai_minus_startup_over_io_floor": (bai - startup) / floor,
-        "sweep4_over_one_bai": sweep / bai, "four_separate_over_sweep4": sep / sweep,
-        "sweep4_over_io_floor4": sweep / floor4,
+        "bai / its floor (read 3 + write 1)": median[merge] / floor1,
+        f"sweep K={k} / its floor (read 3 + write {k})": median[sweep] / floork,
+        "folded linear / bai": median["folded linear (mergekit-yaml)"] / median[merge],
+        "two-stage / bai": median["two-stage (mergekit-multi)"] / median[merge],
+        f"{k} separate bai / sweep": median[f"{k} separate bai merges"] / median[sweep],
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("bench-out"))
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--scale", choices=sorted(SCALES), default="1b")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                    help="run only the contenders whose names start with these words")
     ap.add_argument("--baseline-venv", type=Path, default=None,
-                    help="venv with an earlier bai: its bai and bai-sweep run beside ours")
+                    help="venv with an earlier bai: its merge and bai-sweep run beside ours")
     args = ap.parse_args()
-    root = args.root
-    models = build_models(root / "models", args.hidden, args.layers, args.vocab)
-    n_params = params(models["base"])
-    work = root / "work"
+    scale = SCALES[args.scale]
+    models = build_models(args.root / f"models-{args.scale}", scale)
+    nbytes = model_bytes(models["base"])
+    k = len(scale.alphas)
+    work = args.root / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for r in ROLES:  # warm the page cache so every contender starts equal
-        (models[r] / "model.safetensors").read_bytes()
     yaml_bai = write_yaml(work / "bai.yaml", [bai_doc(models, 0.5)])
     yaml_multi = write_yaml(work / "multi.yaml", [
         {"name": "sft", "merge_method": "linear", "dtype": "bfloat16",
@@ -154,81 +185,88 @@ def main() -> None:
                     {"model": str(models["reasoning"]), "parameters": {"weight": 0.5}}]},
         {"merge_method": "linear", "dtype": "bfloat16",
          "models": [{"model": str(models["base"]), "parameters": {"weight": 0.5}},
-                    {"model": "sft", "parameters": {"weight": 0.5}}]},
-    ])
+                    {"model": "sft", "parameters": {"weight": 0.5}}]}])
     yaml_linear = write_yaml(work / "linear.yaml", [
         {"merge_method": "linear", "dtype": "bfloat16",
          "models": [{"model": str(models["base"]), "parameters": {"weight": 0.5}},
                     {"model": str(models["instruct"]), "parameters": {"weight": 0.25}},
                     {"model": str(models["reasoning"]), "parameters": {"weight": 0.25}}]}])
-    alphas = [0.2, 0.4, 0.6, 0.8]
-    separate = [write_yaml(work / f"bai{a}.yaml", [bai_doc(models, a)]) for a in alphas]
+    separate = [write_yaml(work / f"bai{a}.yaml", [bai_doc(models, a)]) for a in scale.alphas]
     myk = str(BIN / "mergekit-yaml")
 
-    def bai_runs(bin_dir: Path) -> dict[str, list[list[str]]]:
-        sweep = [str(bin_dir / "bai-sweep"), str(yaml_bai), str(work / "sweep"),
-                 "--base-weight", ",".join(map(str, alphas)), "--quiet"]
-        return {"bai": [[str(bin_dir / "mergekit-yaml"), str(yaml_bai), str(work / "o"),
-                         "--quiet"]], "sweep": [sweep]}
+    def bai_runs(bin_dir: Path) -> tuple[list[list[str]], list[list[str]]]:
+        return ([[str(bin_dir / "mergekit-yaml"), str(yaml_bai), str(work / "o"), "--quiet"]],
+                [[str(bin_dir / "bai-sweep"), str(yaml_bai), str(work / "sweep"),
+                  "--base-weight", ",".join(map(str, scale.alphas)), "--quiet"]])
 
-    now = bai_runs(BIN)
+    merge, sweep = bai_runs(BIN)
     contenders = {
-        "bai (mergekit-yaml)": now["bai"],
+        "read 3 (cat)": [read_cmd(models)],
+        "write 1 (dd, fsync)": [write_cmd(work, nbytes, 1)],
+        f"write {k} (dd, fsync)": [write_cmd(work, nbytes, k)],
+        "mergekit-yaml start-up (--help)": [[myk, "--help"]],
+        "bai (mergekit-yaml)": merge,
+        f"bai-sweep K={k}": sweep,
+        "folded linear (mergekit-yaml)": [[myk, str(yaml_linear), str(work / "o"), "--quiet"]],
         "two-stage (mergekit-multi)": [[str(BIN / "mergekit-multi"), str(yaml_multi), "-I",
                                         str(work / "inter"), "--out-path", str(work / "o"),
                                         "--quiet", "--no-lazy"]],
-        "folded linear (mergekit-yaml)": [[myk, str(yaml_linear), str(work / "o"), "--quiet"]],
-        "I/O floor (read 3 + write 1)": [io_floor_cmd(models, [work / "floor0"])],
-        "mergekit-yaml start-up (--help)": [[myk, "--help"]],
-        "bai-sweep K=4": now["sweep"],
-        "I/O floor (read 3 + write 4)": [io_floor_cmd(models, [work / f"floor{i}"
-                                                                for i in range(4)])],
-        "4 separate bai merges": [[myk, str(y), str(work / f"sep{i}"), "--quiet"]
-                                  for i, y in enumerate(separate)],
+        f"{k} separate bai merges": [[myk, str(y), str(work / f"sep{i}"), "--quiet"]
+                                     for i, y in enumerate(separate)],
     }
-    twins: dict[str, tuple[str, list[list[str]]]] = {}
+    twins: dict[str, str] = {}
     if args.baseline_venv:  # each next to its counterpart, so the pairs run back to back
-        base = bai_runs(args.baseline_venv.absolute() / "bin")
-        twins = {"bai (mergekit-yaml)": ("bai, baseline venv", base["bai"]),
-                 "bai-sweep K=4": ("bai-sweep K=4, baseline venv", base["sweep"])}
-        contenders = dict(kv for name, cmds in contenders.items()
-                          for kv in [(name, cmds), *([twins[name]] if name in twins else [])])
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
-    order = list(contenders)
-    swapped = list(order)  # odd rounds: each baseline twin runs before its counterpart
-    for name, (twin, _) in twins.items():
-        i = swapped.index(name)
-        swapped[i], swapped[i + 1] = twin, name
-    for rep in range(args.repeat):
-        for name in order if rep % 2 == 0 else swapped:  # odd rounds: the baseline goes first
-            cmds = contenders[name]
+        base_merge, base_sweep = bai_runs(args.baseline_venv.absolute() / "bin")
+        twins = {"bai (mergekit-yaml)": "bai, baseline venv",
+                 f"bai-sweep K={k}": f"bai-sweep K={k}, baseline venv"}
+        extra = {twins["bai (mergekit-yaml)"]: base_merge, twins[f"bai-sweep K={k}"]: base_sweep}
+        contenders = dict(kv for name, cmds in contenders.items() for kv in [
+            (name, cmds), *([(twins[name], extra[twins[name]])] if name in twins else [])])
+    if args.only:
+        contenders = {n: c for n, c in contenders.items()
+                      if any(n.startswith(w) for w in args.only)}
+    results: dict[str, list[tuple[float, float]]] = {n: [] for n in contenders}
+    swapped = list(contenders)  # odd rounds: each baseline twin runs before its counterpart
+    for name, twin in twins.items():
+        if name in swapped and twin in swapped:
+            i = swapped.index(name)
+            swapped[i], swapped[i + 1] = twin, name
+    warm = read_cmd(models)
+    print(f"3 inputs of {nbytes / 1e9:.2f} GB each ({args.scale}); {args.rounds} rounds",
+          file=sys.stderr)
+    for rnd in range(args.rounds):
+        for name in list(contenders) if rnd % 2 == 0 else swapped:
             wall, rss = 0.0, 0.0
-            for cmd in cmds:
+            for cmd in contenders[name]:
+                subprocess.run(warm, check=True)  # every contender starts on the same cache
                 w, r = timed(cmd)
                 wall, rss = wall + w, max(rss, r)
+                for p in work.iterdir():  # the outputs go; the recipes stay
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    elif p.suffix != ".yaml":
+                        p.unlink()
             results[name].append((wall, rss))
-            print(f"[rep {rep}] {name}: {wall:.1f}s, {rss:.2f} GiB", file=sys.stderr)
-            for p in work.iterdir():  # the outputs; the recipes stay
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.suffix != ".yaml":
-                    p.unlink()
-    best = {k: min(v) for k, v in results.items()}
-    bai = best["bai (mergekit-yaml)"][0]
-    ratios = {"now": summarize(best, bai, best["bai-sweep K=4"][0])}
-    if args.baseline_venv:
-        ratios["baseline venv"] = summarize(best, best["bai, baseline venv"][0],
-                                            best["bai-sweep K=4, baseline venv"][0])
-    print(f"\nModels: 3 x {n_params / 1e9:.2f}B parameters, bf16 "
-          f"({(models['base'] / 'model.safetensors').stat().st_size / 1e9:.2f} GB each); "
-          f"best of {args.repeat}; warm page cache\n")
-    print("| contender | wall (s) | peak RSS (GiB) | wall / bai |")
+            print(f"[round {rnd}] {name}: {wall:.1f} s, {rss:.2f} GiB", file=sys.stderr)
+    median = {n: statistics.median(w for w, _ in v) for n, v in results.items()}
+    print(f"\nModels: 3 x {nbytes / 1e9:.2f} GB bf16 ({args.scale}); median of {args.rounds} "
+          "rounds; each contender right after `cat` of the inputs\n")
+    print("| contender | median wall (s) | min-max (s) | peak RSS (GiB) |")
     print("|---|---:|---:|---:|")
-    for name, (wall, rss) in best.items():
-        print(f"| {name} | {wall:.1f} | {rss:.2f} | {wall / bai:.2f} |")
-    print("\nRatios (targets: two-stage/bai >= 1.5, bai/linear <= 1.05, bai/floor <= 1.3, "
-          "sweep4/bai < 2):")
-    print(json.dumps({who: {k: round(v, 3) for k, v in r.items()} for who, r in ratios.items()},
+    for name, rows in results.items():
+        walls = [w for w, _ in rows]
+        print(f"| {name} | {median[name]:.1f} | {min(walls):.1f}-{max(walls):.1f} | "
+              f"{max(r for _, r in rows):.2f} |")
+    needed = {"read 3 (cat)", "write 1 (dd, fsync)", f"write {k} (dd, fsync)",
+              "folded linear (mergekit-yaml)", "two-stage (mergekit-multi)",
+              f"{k} separate bai merges", "bai (mergekit-yaml)", f"bai-sweep K={k}"}
+    if not needed <= set(median):
+        return
+    out = {"now": ratios(median, "bai (mergekit-yaml)", f"bai-sweep K={k}", k)}
+    if twins:
+        out["baseline venv"] = ratios(median, *twins.values(), k)
+    print("\nRatios of the medians:")
+    print(json.dumps({who: {n: round(v, 2) for n, v in r.items()} for who, r in out.items()},
                      indent=2))
 
 

@@ -131,20 +131,21 @@ def test_nan_weight_names_tensor_and_model_and_keeps_previous_output(family, tmp
 
 def test_full_disk_mid_merge_leaves_nothing(family, tmp_path, monkeypatch):
     from mergekit.config import MergeConfiguration
-    from mergekit.io.tensor_writer import TensorWriter
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    calls = {"n": 0}
-    original = TensorWriter.save_tensor
+    from bai_mergekit import safetensors_stream
 
-    def save_then_fail(self, name, tensor, clone=False):
+    calls = {"n": 0}
+    original = safetensors_stream._write_all
+
+    def write_then_fail(fh, tensor):  # the writer thread's write() of each tensor's data
         calls["n"] += 1
         if calls["n"] > 5:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, name, tensor, clone=clone)
+        return original(fh, tensor)
 
-    monkeypatch.setattr(TensorWriter, "save_tensor", save_then_fail)
+    monkeypatch.setattr(safetensors_stream, "_write_all", write_then_fail)
     out = tmp_path / "o"
     config = MergeConfiguration.model_validate(bai_config(family))
     with pytest.raises(BaiMergeError, match="disk full while writing"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 from conftest import bai_config, load_model, mergekit_yaml, run_cli
+from safetensors.torch import load_file
 from test_method import within_one_bf16_rounding
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -78,6 +79,36 @@ def test_merged_model_loads_and_generates(merged32):
     )
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 8
+
+
+def test_sharded_output_streams_every_tensor_once_in_mergekits_layout(family, merged32,
+                                                                      tmp_path):
+    """`--out-shard-size`: the bai merge writes its tensors as they are merged (a writer
+    thread, no shard held in memory) into mergekit's file names and index, each shard within
+    the size, and loads to the same tensors as the one-file merge. transformers loads it."""
+    cfg = bai_config(family)
+    cfg["models"][0]["parameters"]["weight"] = 1.0
+    cfg["models"][1]["parameters"]["weight"] = 3.0
+    cfg["parameters"]["base_weight"] = 0.3
+    out = tmp_path / "sharded"
+    run = mergekit_yaml(cfg, out, "--out-shard-size", "20K")
+    assert run.returncode == 0, run.stderr
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    n = len(shards)
+    assert n > 2 and shards == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    assert index["metadata"]["mergekit_version"] and sorted(
+        p.name for p in out.glob("*.safetensors")) == shards
+    got, want = load_model(out), load_model(merged32)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size()
+                                                  for t in got.values())
+    for shard in shards:  # a shard may pass the limit only by holding one large tensor
+        tensors = load_file(out / shard)
+        assert len(tensors) == 1 or sum(t.numel() * t.element_size()
+                                        for t in tensors.values()) <= 20_000
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.equal(model.state_dict()["lm_head.weight"], want["lm_head.weight"])
 
 
 def test_per_layer_gradient_on_base_weight(family, tmp_path):

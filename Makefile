@@ -77,7 +77,8 @@ demo: setup
 # defaults); actors reasoning, instruct, BAI alpha 0.1 / 0.5 / 0.9; seeds 0,1,2 for reasoning and
 # BAI 0.5, seed 0 for the others; one ablation: reasoning with the critic from the actor; the
 # REINFORCE++ arm with the same reward. 64 responses a step, fp32 on every CPU (BAI_CPU_DTYPE),
-# RL lr 3e-5 (a tenth of the toy SFT lr, as the paper's 1e-6 is of a 7B SFT lr), 40 steps.
+# RL lr 3e-5 (a tenth of the toy SFT lr, as the paper's 1e-6 is of a 7B SFT lr), 40 steps, one
+# micro-batch of 64 per step (the models are tiny: fewer calls per step, the same update).
 # Then held-out accuracy by the rule-based verifier. PAPER_STEPS / PAPER_OUT / PAPER_ARMS override.
 PAPER_OUT ?= paper-out
 PAPER_STEPS ?= 40
@@ -105,7 +106,7 @@ paper: setup
 			--actor bai-a0.9=$$F/actors/bai-a0.9 \
 			--prompts $$F/prompts/train.jsonl --heldout $$F/prompts/heldout.jsonl \
 			--eval-max-tokens 128 --env REWARD_MODEL=$$F/reward $(PAPER_ENV) $$env \
-			-- --rollout.micro_batch_size 16 --train.micro_batch_size 16 \
+			-- --rollout.micro_batch_size 64 --train.micro_batch_size 64 \
 			--bai.bucket_width 10 --bai.num_buckets 13 --bai.samples 8 || status=1; \
 	done; \
 	echo "[paper] tables: $(PAPER_OUT)/*/comparison.md, plots: $(PAPER_OUT)/*/comparison.png"; \

@@ -80,6 +80,15 @@ def _write_all(fh: BinaryIO, tensor: torch.Tensor) -> int:
     return data.numel()
 
 
+def write_index(path: Path, placed: list[tuple[TensorSpec, str]], metadata: dict | None = None
+                ) -> None:
+    """The HF index of a sharded model: which file holds each tensor, and the total size."""
+    total = sum(spec.nbytes for spec, _ in placed)
+    index = {"metadata": {**(metadata or {}), "total_size": total},
+             "weight_map": {spec.name: file for spec, file in placed}}
+    path.write_text(json.dumps(index, indent=2))
+
+
 class ShardedWriter:
     """Writes `specs` in order into HF-style shards; data arrives as contiguous chunks."""
 
@@ -123,10 +132,7 @@ class ShardedWriter:
         if self._pos != len(self._queue):
             raise ValueError(f"incomplete output: {len(self._queue) - self._pos} tensors missing")
         if len(self.shards) > 1:
-            weight_map = {s.name: self.names[i] for s, i in self._queue}
-            total = sum(s.nbytes for s, _ in self._queue)
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2))
+            write_index(self.out_dir / INDEX_NAME, [(s, self.names[i]) for s, i in self._queue])
 
 
 class TensorStream:
@@ -199,12 +205,9 @@ class TensorStream:
         for i, name in enumerate(names):
             os.replace(self._path(i), self.out_dir / name)
         if n > 1:
-            index = {"metadata": {**self.index_metadata, "total_size": sum(
-                s.nbytes for shard in self.shards for s in shard)},
-                "weight_map": {s.name: names[i] for i, shard in enumerate(self.shards)
-                               for s in shard}}
-            (self.out_dir / f"{self.basename}.safetensors.index.json").write_text(
-                json.dumps(index, indent=2))
+            write_index(self.out_dir / f"{self.basename}.safetensors.index.json",
+                        [(s, names[i]) for i, shard in enumerate(self.shards) for s in shard],
+                        self.index_metadata)
         return names
 
 

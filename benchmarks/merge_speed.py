@@ -231,6 +231,8 @@ def main() -> None:
         if name in swapped and twin in swapped:
             i = swapped.index(name)
             swapped[i], swapped[i + 1] = twin, name
+    if args.rounds < 1:
+        return  # --rounds 0: only build the models
     warm = read_cmd(models)
     print(f"3 inputs of {nbytes / 1e9:.2f} GB each ({args.scale}); {args.rounds} rounds",
           file=sys.stderr)

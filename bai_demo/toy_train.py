@@ -168,14 +168,21 @@ def train_stage(model, tokenizer, batches: Iterator, stage: StageSpec, desc: str
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=stage.lr, betas=(0.9, 0.98))
     make = next(batches)
+    return run_steps(model, opt, stage.steps, desc, lambda step: _lr_at(step, stage),
+                     lambda step: model(**_collate(tokenizer, make(stage.batch_size))).loss)
+
+
+def run_steps(model, opt, steps: int, desc: str, lr_at: Callable[[int], float],
+              loss_at: Callable[[int], torch.Tensor]) -> float:
+    """`steps` optimizer steps with a tqdm bar (lr set per step, gradients clipped at 1); the
+    model is left in eval mode; returns the mean loss of the last 20 steps."""
     recent: list[float] = []
     start = time.monotonic()
-    bar = tqdm(range(stage.steps), desc=desc, unit="step", mininterval=2.0)
+    bar = tqdm(range(steps), desc=desc, unit="step", mininterval=2.0)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, stage)
-        batch = _collate(tokenizer, make(stage.batch_size))
-        loss = model(**batch).loss
+            group["lr"] = lr_at(step)
+        loss = loss_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -186,7 +193,7 @@ def train_stage(model, tokenizer, batches: Iterator, stage: StageSpec, desc: str
     bar.close()
     model.eval()
     final = sum(recent) / len(recent)
-    LOG.info("%s: %d steps in %.0f s, final loss %.4f", desc, stage.steps,
+    LOG.info("%s: %d steps in %.0f s, final loss %.4f", desc, steps,
              time.monotonic() - start, final)
     return final
 

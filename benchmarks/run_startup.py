@@ -33,19 +33,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RECIPE = REPO / "recipes" / "openrlhf" / "reinforce_pp_bai_7b.sh"
-MERGE = """merge_method: bai
-base_model: ./fam/base
-models:
-  - model: ./fam/instruct
-    parameters: {weight: 0.5}
-  - model: ./fam/reasoning
-    parameters: {weight: 0.5}
-parameters:
-  base_weight: 0.5
-tokenizer:
-  source: ./fam/reasoning
-dtype: bfloat16
-"""
 REWARD = '''import torch
 
 
@@ -65,11 +52,11 @@ def workspace(out: Path) -> Path:
     """Tiny family, stock-merged actor, 16 prompts, a length reward (once)."""
     if (out / "actor" / "config.json").is_file():
         return out
-    from bai_demo.toy_models import write_tiny_family
+    from bai_demo.toy_models import tiny_merge_recipe, write_tiny_family
 
     out.mkdir(parents=True, exist_ok=True)
     write_tiny_family(out / "fam")
-    (out / "merge.yaml").write_text(MERGE)
+    (out / "merge.yaml").write_text(tiny_merge_recipe())
     (out / "reward.py").write_text(REWARD)
     with open(out / "prompts.jsonl", "w", encoding="utf-8") as fh:
         for i in range(16):

@@ -43,20 +43,6 @@ VENV_BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 900
 RAY_CLUSTER_FILE = Path("/tmp/ray/ray_current_cluster")
 
-MERGE_YAML = """\
-merge_method: bai
-base_model: ./fam/base
-models:
-  - model: ./fam/instruct
-    parameters: {weight: 0.5}
-  - model: ./fam/reasoning
-    parameters: {weight: 0.5}
-parameters:
-  base_weight: 0.5
-tokenizer:
-  source: ./fam/reasoning
-dtype: bfloat16
-"""
 
 
 @dataclass
@@ -95,14 +81,14 @@ def _kill(pids: set[int]) -> None:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     """Working folder of the runs: tiny family, prompts, merge recipe, test rewards, a text RM."""
-    from bai_demo.toy_models import write_tiny_family
+    from bai_demo.toy_models import tiny_merge_recipe, write_tiny_family
 
     root = tmp_path_factory.mktemp("e2e")
     write_tiny_family(root / "fam")
     with open(root / "prompts.jsonl", "w", encoding="utf-8") as fh:
         for i in range(16):
             fh.write(json.dumps({"prompt": f"What is {i} + {i}?", "label": str(2 * i)}) + "\n")
-    (root / "merge.yaml").write_text(MERGE_YAML)
+    (root / "merge.yaml").write_text(tiny_merge_recipe())
     for name in ("rewards_len.py", "rewards_short.py", "rewards_schedule.py"):
         shutil.copy(HERE / name, root / name)
     write_char_rm(root / "text-rm")  # a reward model with its own tokenizer (TEXT_RM)

@@ -24,32 +24,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VENV_BIN = Path(sys.executable).parent
-MERGE_YAML = """\
-merge_method: bai
-base_model: ./fam/base
-models:
-  - model: ./fam/instruct
-    parameters: {weight: 0.5}
-  - model: ./fam/reasoning
-    parameters: {weight: 0.5}
-parameters:
-  base_weight: 0.5
-tokenizer:
-  source: ./fam/reasoning
-dtype: float32
-"""
 
 
 @pytest.fixture(scope="session")
 def actor(tmp_path_factory) -> Path:
     """The tiny BAI actor: stock `mergekit-yaml` over a hidden-64, 2-layer family."""
-    from bai_demo.toy_models import TinySpec, write_tiny_family
+    from bai_demo.toy_models import TinySpec, tiny_merge_recipe, write_tiny_family
 
     root = tmp_path_factory.mktemp("trl-actor")
     spec = TinySpec(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
     write_tiny_family(root / "fam", spec=spec)
-    (root / "merge.yaml").write_text(MERGE_YAML)
+    (root / "merge.yaml").write_text(tiny_merge_recipe(dtype="float32"))
     proc = subprocess.run([str(VENV_BIN / "mergekit-yaml"), "merge.yaml", "actor", "--quiet"],
                           cwd=root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -40,7 +40,6 @@ if TYPE_CHECKING:  # torch and mergekit load only once the recipe has passed its
 
 LOG = logging.getLogger(__name__)
 INDEX = "sweep.json"
-WRITE_BUDGET = 1 << 30  # bytes of merged tensors waiting for the writer threads, all together
 INDEX_FORMAT = 1
 
 
@@ -174,7 +173,7 @@ def _write_grid(recipe_path, recipe, out_dir, cands, max_shard_size, quiet) -> l
     from mergekit.io import LazyTensorLoader
     from tqdm import tqdm
 
-    from bai_mergekit.safetensors_stream import BackgroundWriter, ShardedWriter
+    from bai_mergekit.safetensors_stream import ShardedWriter
 
     config = MergeConfiguration.model_validate(cands[0].recipe(recipe).raw)
     plan = preflight(config, recipe)
@@ -198,10 +197,9 @@ def _write_grid(recipe_path, recipe, out_dir, cands, max_shard_size, quiet) -> l
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_directory(out_dir / c.name, tool="bai-sweep"))
                 for c in cands]
-        writers = [BackgroundWriter(ShardedWriter(t, layout, max_shard_size),
-                                    WRITE_BUDGET // len(cands)) for t in tmps]
-        for writer in writers:  # on failure, before the folders go
-            stack.callback(writer.abort)
+        # Chunks are written as they are merged, on this thread: writer threads with whole
+        # tensors were measured slower at 3B on 2 cores (docs/benchmarks.md)
+        writers = [ShardedWriter(t, layout, max_shard_size) for t in tmps]
         for spec in tqdm(layout, desc=f"Merging {len(cands)} candidates", disable=quiet):
             _merge_tensor(spec, sources, ratios, writers, in_dtype)
         for tmp, cand, writer in zip(tmps, cands, writers):
@@ -234,8 +232,7 @@ def _layout(table: dict, out_dtype: torch.dtype | None) -> list[TensorSpec]:
 
 
 def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype) -> None:
-    """Read tensor `spec.name` from each input once; merge it for every candidate and hand
-    each result to its candidate's writer thread."""
+    """Read tensor `spec.name` from each input once; stream every candidate's chunks out."""
     import torch
 
     tensors = [loader.get_tensor(spec.name) for _, loader in sources]
@@ -245,12 +242,10 @@ def _merge_tensor(spec: TensorSpec, sources, ratios, writers, in_dtype) -> None:
         for writer in writers:
             writer.write(spec.name, base.to(spec.dtype))
         return
-    outs = [torch.empty(spec.shape, dtype=spec.dtype) for _ in ratios]
-    for _, _, chunks in bai_merge_chunks(base, others, ratios, spec.dtype,
-                                         into=[o.view(-1) for o in outs]):
+    for _, _, chunks in bai_merge_chunks(base, others, ratios, spec.dtype):
         # A NaN/Inf input reaches every output (0 * NaN is NaN): one chunk sum checks it.
         if not bool(torch.isfinite(chunks[0].sum())):
             raise nonfinite_error(spec.name, [(str(ref), t)
                                               for (ref, _), t in zip(sources, tensors)])
-    for writer, out in zip(writers, outs):
-        writer.write(spec.name, out)
+        for writer, chunk in zip(writers, chunks):
+            writer.write(spec.name, chunk)

@@ -1,10 +1,14 @@
 """The Sequence Length Collapse detector in OpenRLHF's real loop, on an induced collapse.
 
-A TEST-ONLY reward that pays for short answers (`rewards_short.py`) makes the tiny merged actor's
-response length collapse within about 10 PPO steps (GAE, a critic): this demonstrates the
-detector, not the paper's cause of collapse. The run stops itself at the onset, saving actor and
-critic, and is then resumed from its last checkpoint. (The early stop is one hook of the trainer
-class every estimator shares; REINFORCE++ once had a collapse run of its own.)
+A TEST-ONLY reward that pays for short answers (`rewards_short.py`, 1 - n/64 for a response
+that ends) makes the small toy family's BAI actor (alpha 0.5: it thinks in about 60 % of its
+answers) drop its think traces within a few PPO steps (GAE, a critic, lr 1e-3): its length
+collapses from about 27 tokens to 3. This demonstrates the detector, not the paper's cause of
+collapse. The run stops itself at the onset, saving actor and critic, and is then resumed from
+its last checkpoint. (The early stop is one hook of the trainer class every estimator shares;
+REINFORCE++ once had a collapse run of its own.) Earlier, the tiny random actor at lr 1e-2
+collapsed on some CPUs and drifted to the length limit on others (a 2-core AMD EPYC,
+2026-12-08): a random actor rarely ends a response, so the reward had almost no signal.
 
 A second run feeds a reward schedule (a dip, then a recovery) through the same loop to the
 Reward Hockey Stick detector; its rewards are equal within a step, so REINFORCE++'s advantages
@@ -45,18 +49,28 @@ PPO_STOP = (*ARGS, "--rollout.n_samples_per_prompt", COLLAPSE["N_SAMPLES"],
             "--bai.stop_on_collapse", "--critic.save_value_network", "--ckpt.save_steps", "1")
 
 
-@pytest.fixture(scope="module")
-def collapse(run_recipe):
-    return run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, REWARD_PY="rewards_short.py",
-                      **COLLAPSE)
+def _collapse_env(small_family) -> dict[str, str]:
+    """The small family's BAI actor (alpha 0.5), a 64-token budget, lr 1e-3 (measured: the
+    length falls from 27 to 3 tokens by step 5)."""
+    from bai_demo.toy_world import bai_actor
+
+    actor = str(bai_actor(small_family, 0.5))
+    return {**COLLAPSE, "ACTOR": actor, "SKIP_MERGE": "1", "BAI_TEST_ACTOR": actor,
+            "PROMPT_DATA": str(small_family.train_prompts), "REWARD_PY": "rewards_short.py",
+            "MAX_NEW_TOKENS": "64", "BAI_TEST_MAX_NEW_TOKENS": "64", "LR": "1e-3",
+            "BAI_CPU_DTYPE": "fp32"}
 
 
 @pytest.fixture(scope="module")
-def resumed(collapse, run_recipe):
+def collapse(run_recipe, small_family):
+    return run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, **_collapse_env(small_family))
+
+
+@pytest.fixture(scope="module")
+def resumed(collapse, run_recipe, small_family):
     """The stopped run, resumed from its last checkpoint (the onset step) to the end."""
     first = collapse.rows()
-    run = run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, REWARD_PY="rewards_short.py",
-                     **COLLAPSE)
+    run = run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, **_collapse_env(small_family))
     assert run.rc == 0, tail(run.log)
     return first, run
 

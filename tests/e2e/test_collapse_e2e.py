@@ -45,7 +45,8 @@ def tail(text: str, n: int = 60) -> str:
 
 # PPO (one sample per prompt in the recipe: 8 here, as REINFORCE++ would take), stopping at the
 # collapse onset with the critic saved, a checkpoint every step
-PPO_STOP = (*ARGS, "--rollout.n_samples_per_prompt", COLLAPSE["N_SAMPLES"],
+PPO_STOP = (*ARGS, "--data.max_samples", "16", "--rollout.n_samples_per_prompt",
+            COLLAPSE["N_SAMPLES"],
             "--bai.stop_on_collapse", "--critic.save_value_network", "--ckpt.save_steps", "1")
 
 

@@ -1,14 +1,15 @@
 """The Sequence Length Collapse detector in OpenRLHF's real loop, on an induced collapse.
 
-A TEST-ONLY reward that pays for short answers (`rewards_short.py`, 1 - n/64 for a response
-that ends) makes the small toy family's BAI actor (alpha 0.5: it thinks in about 60 % of its
-answers) drop its think traces within a few PPO steps (GAE, a critic, lr 1e-3): its length
-collapses from about 27 tokens to 3. This demonstrates the detector, not the paper's cause of
-collapse. The run stops itself at the onset, saving actor and critic, and is then resumed from
-its last checkpoint. (The early stop is one hook of the trainer class every estimator shares;
-REINFORCE++ once had a collapse run of its own.) Earlier, the tiny random actor at lr 1e-2
-collapsed on some CPUs and drifted to the length limit on others (a 2-core AMD EPYC,
-2026-12-08): a random actor rarely ends a response, so the reward had almost no signal.
+A TEST-ONLY reward that pays for short answers (`rewards_short.py`) makes the tiny merged actor's
+response length collapse under REINFORCE++ (the rare short answers it ends get the group's
+advantage); the run stops itself at the onset and is then resumed from its last checkpoint.
+PPO (GAE, a critic) stops the same way and saves its critic: from the small toy family's BAI
+actor (it thinks in about 60 % of its answers), with the reward 1 - n/64 and lr 1e-3, it drops
+its think traces (27 to 3 tokens by step 5 in one run; in another its length swung with the 4
+prompts of a step, so its run flags a collapse at 0.6x baseline). The random actor under PPO at
+lr 1e-2 drifted to the length limit on a 2-core AMD EPYC (2026-12-08): it rarely ends a
+response, so PPO had almost no signal. This demonstrates the detector, not the paper's cause of
+collapse.
 
 A second run feeds a reward schedule (a dip, then a recovery) through the same loop to the
 Reward Hockey Stick detector; its rewards are equal within a step, so REINFORCE++'s advantages
@@ -43,6 +44,7 @@ def tail(text: str, n: int = 60) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
+RPP_STOP = (*ARGS, "--bai.stop_on_collapse", "--ckpt.save_steps", "1")
 # PPO (one sample per prompt in the recipe: 8 here, as REINFORCE++ would take), stopping at the
 # collapse onset with the critic saved, a checkpoint every step
 PPO_STOP = (*ARGS, "--data.max_samples", "16", "--rollout.n_samples_per_prompt",
@@ -63,15 +65,27 @@ def _collapse_env(small_family) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def collapse(run_recipe, small_family):
-    return run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, **_collapse_env(small_family))
+def collapse(run_recipe):
+    """REINFORCE++ on the tiny random actor: the rare short answers it ends get the group's
+    advantage, and it collapses to 1-2 tokens and stays there (steady on both CPU kinds)."""
+    return run_recipe("reinforce_pp_bai_7b.sh", "collapse", RPP_STOP,
+                      REWARD_PY="rewards_short.py", **COLLAPSE)
 
 
 @pytest.fixture(scope="module")
-def resumed(collapse, run_recipe, small_family):
+def ppo_collapse(run_recipe, small_family):
+    """PPO (GAE, a critic) from the small family's BAI actor, stopping at the onset with the
+    critic saved; collapse at 0.6x baseline (its length swings with the 4 prompts of a step)."""
+    return run_recipe("ppo_bai_7b.sh", "ppo-collapse", (*PPO_STOP, "--bai.collapse_drop", "0.4"),
+                      **_collapse_env(small_family))
+
+
+@pytest.fixture(scope="module")
+def resumed(collapse, run_recipe):
     """The stopped run, resumed from its last checkpoint (the onset step) to the end."""
     first = collapse.rows()
-    run = run_recipe("ppo_bai_7b.sh", "collapse", PPO_STOP, **_collapse_env(small_family))
+    run = run_recipe("reinforce_pp_bai_7b.sh", "collapse", RPP_STOP,
+                     REWARD_PY="rewards_short.py", **COLLAPSE)
     assert run.rc == 0, tail(run.log)
     return first, run
 
@@ -127,14 +141,15 @@ def test_actor_of_the_stopped_step_is_saved_in_hf_format(collapse):
     assert record["step"] == _onset(collapse) and record["actor_dir"] == str(collapse.out_dir)
 
 
-def test_ppo_early_stop_saves_the_critic_when_asked(collapse):
+def test_ppo_early_stop_saves_the_critic_when_asked(ppo_collapse):
     from transformers import AutoConfig
 
-    assert collapse.rc == EXIT_EARLY_STOP, tail(collapse.log)
-    record = json.loads((collapse.out_dir / "bai_stop.json").read_text())
-    assert record["step"] == _onset(collapse)
+    run = ppo_collapse
+    assert run.rc == EXIT_EARLY_STOP, tail(run.log)
+    record = json.loads((run.out_dir / "bai_stop.json").read_text())
+    assert record["step"] == _onset(run)
     critic = Path(record["critic_dir"])
-    assert critic == Path(f"{collapse.out_dir}_critic")
+    assert critic == Path(f"{run.out_dir}_critic")
     assert AutoConfig.from_pretrained(critic).model_type == "qwen2"
     assert list(critic.glob("*.safetensors")), sorted(p.name for p in critic.iterdir())
 

@@ -53,8 +53,8 @@ PPO_STOP = (*ARGS, "--data.max_samples", "16", "--rollout.n_samples_per_prompt",
 
 
 def _collapse_env(small_family) -> dict[str, str]:
-    """The small family's BAI actor (alpha 0.5), a 64-token budget, lr 1e-3 (measured: the
-    length falls from 27 to 3 tokens by step 5)."""
+    """The small family's BAI actor (alpha 0.5), a 64-token budget, lr 1e-3 (measured on one
+    AMD: 27 to 3 tokens by step 5 in two runs; in a third the length swung with the prompts)."""
     from bai_demo.toy_world import bai_actor
 
     actor = str(bai_actor(small_family, 0.5))
